@@ -1,0 +1,5 @@
+import sys
+
+from factorvae.cli import main
+
+sys.exit(main())

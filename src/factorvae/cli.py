@@ -1,0 +1,45 @@
+"""`factorvae` command line: train | eval | metrics | traverse | data | sweep | report."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from factorvae.errors import UserError
+from factorvae.commands import COMMANDS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="factorvae",
+        description="Train and measure disentangled representations (FactorVAE, Kim & Mnih 2018).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"factorvae.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"factorvae.commands.{name}":
+                raise
+            continue  # a command not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"factorvae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"factorvae {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

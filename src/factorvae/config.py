@@ -1,0 +1,118 @@
+"""Run configuration: defaults (the paper's, Appendix A / paper_spec §2), YAML files and
+``--set key=value`` overrides, resolved into one complete dict saved as ``config.yaml``."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from factorvae.errors import UserError
+from factorvae.methods import get_method
+from factorvae.methods.base import check_number
+
+#: everything but the model's own options, which come from the method class
+DEFAULTS: dict = {
+    "model": {"name": "factorvae"},
+    "optim": {
+        # VAE: Adam 1e-4 (0.9, 0.999); discriminator: Adam 1e-4 (0.5, 0.9) (spec §2)
+        "vae": {"lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8},
+        "disc": {"lr": 1e-4, "betas": [0.5, 0.9], "eps": 1e-8},
+    },
+    "data": {"name": "dsprites", "path": None, "cache_dir": None},
+    "train": {
+        "steps": 300_000,
+        "batch_size": 64,
+        "seed": 0,
+        "device": "auto",
+        "log_every": 100,
+        "ckpt_every": 5000,
+        "image_every": 20_000,
+        "eval_every": 0,
+        "eval_preset": "fast",
+        "threads": 0,
+    },
+}
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    for k, v in (new or {}).items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+    return base
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"{path}: not a readable YAML file ({e.__class__.__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def parse_set(items: list[str]) -> dict:
+    """``["model.gamma=10", "train.batch_size=32"]`` -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise UserError(f"--set expects key.path=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise UserError(f"--set {key}: cannot parse value {raw!r}") from None
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {key}: {p} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def resolve(*layers: dict) -> dict:
+    """Merge layers over the defaults and validate; returns the complete config."""
+    cfg = copy.deepcopy(DEFAULTS)
+    for layer in layers:
+        deep_update(cfg, layer)
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise UserError(f"unknown config section(s): {', '.join(sorted(unknown))}; sections are {', '.join(DEFAULTS)}")
+    for section in ("train", "data"):
+        extra = set(cfg[section]) - set(DEFAULTS[section])
+        if extra:
+            raise UserError(f"unknown {section} option(s): {', '.join(sorted(extra))}")
+    method = get_method(str(cfg["model"].get("name")))
+    cfg["model"] = {"name": method.name, **method.resolve(cfg["model"])}
+    t = cfg["train"]
+    t["steps"] = check_number("train", "steps", t["steps"], minimum=0, integer=True)
+    t["batch_size"] = check_number("train", "batch_size", t["batch_size"], minimum=2, integer=True)
+    t["seed"] = check_number("train", "seed", t["seed"], minimum=0, integer=True)
+    for key in ("log_every", "ckpt_every", "image_every"):
+        t[key] = check_number("train", key, t[key], minimum=1, integer=True)
+    t["eval_every"] = check_number("train", "eval_every", t["eval_every"], minimum=0, integer=True)
+    t["threads"] = check_number("train", "threads", t["threads"], minimum=0, integer=True)
+    from factorvae.data import get_dataset_info
+
+    get_dataset_info(str(cfg["data"]["name"]))
+    for name in method.optim_sections:
+        if name not in cfg["optim"] and name in getattr(method, "optim_defaults", {}):
+            cfg["optim"][name] = copy.deepcopy(method.optim_defaults[name])
+        if not isinstance(cfg["optim"].get(name), dict):
+            raise UserError(f"model {method.name!r} needs an optim.{name} section (lr, betas, eps)")
+    return cfg
+
+
+def dump(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)

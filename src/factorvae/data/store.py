@@ -1,0 +1,144 @@
+"""Image stores: a uint8 tensor (N, C, 64, 64) held on the training device, and batches made
+by one index gather (no per-item Python, no worker processes).
+
+Also the on-disk cache shared by every generated data set: atomic writes, validation on read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from factorvae.data.grid import FactorGrid
+from factorvae.errors import UserError
+
+
+@dataclass
+class ImageData:
+    """A data set in memory: ``data`` uint8 (N, C, H, W); pixel value = data * ``scale``.
+
+    ``grid`` is the factor grid (rows in grid index order) or None for data without factors.
+    """
+
+    name: str
+    data: torch.Tensor
+    grid: FactorGrid | None
+    scale: float = 1.0 / 255.0
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.data.dtype != torch.uint8 or self.data.ndim != 4:
+            raise ValueError("ImageData needs a uint8 tensor of shape (N, C, H, W)")
+        if self.grid is not None and len(self.grid) != len(self.data):
+            raise ValueError(f"{self.name}: {len(self.data)} images for a grid of {len(self.grid)}")
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.data.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    def to(self, device: torch.device | str) -> "ImageData":
+        self.data = self.data.to(device)
+        return self
+
+    def images(self, indices) -> torch.Tensor:
+        """Float images in [0, 1] for flat indices (numpy array, list or tensor)."""
+        idx = torch.as_tensor(np.asarray(indices) if not torch.is_tensor(indices) else indices, dtype=torch.long)
+        return self.data[idx.to(self.data.device)].float().mul_(self.scale)
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """A uniformly random minibatch (with replacement across steps, as the paper's)."""
+        idx = torch.randint(len(self), (batch_size,), generator=generator, device=generator.device)
+        return self.data[idx.to(self.data.device)].float().mul_(self.scale)
+
+
+def as_uint8_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over a (possibly read-only, memory-mapped) uint8 array without copying it.
+    Stores are never written to, so the read-only warning does not apply."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+# -- on-disk cache --------------------------------------------------------------------------
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """Where generated data sets live: ``--cache-dir``, else $FACTORVAE_CACHE, else
+    ~/.cache/factorvae."""
+    root = override or os.environ.get("FACTORVAE_CACHE") or Path.home() / ".cache" / "factorvae"
+    return Path(root).expanduser()
+
+
+def atomic_save_npy(path: Path, array: np.ndarray, meta: dict) -> None:
+    """Write ``array`` as .npy plus a JSON sidecar, each via a temp file and os.replace, so a
+    killed process never leaves a half-written cache that looks valid (the sidecar goes last)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_cached_npy(path: Path, meta: dict, shape: tuple, dtype=np.uint8) -> np.ndarray | None:
+    """The cached array if its sidecar matches ``meta`` and its header ``shape``/``dtype``;
+    None (regenerate) otherwise. Memory-mapped: the caller copies what it needs."""
+    side = path.with_suffix(".json")
+    if not (path.exists() and side.exists()):
+        return None
+    try:
+        if json.loads(side.read_text()) != meta:
+            return None
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, json.JSONDecodeError):
+        return None
+    if arr.shape != tuple(shape) or arr.dtype != dtype:
+        return None
+    return arr
+
+
+def check_npz_key(arrays, key: str, path, shape: tuple | None = None, dtype=None):
+    """An array from an official .npz/.h5 file, or a UserError naming what is wrong."""
+    if key not in arrays:
+        raise UserError(f"{path}: missing key {key!r} (found {', '.join(sorted(arrays.keys())) or 'none'})")
+    try:
+        arr = arrays[key]
+        if shape is not None and tuple(arr.shape) != tuple(shape):
+            raise UserError(f"{path}: {key!r} has shape {tuple(arr.shape)}, expected {tuple(shape)}")
+        if dtype is not None and arr.dtype != dtype:
+            raise UserError(f"{path}: {key!r} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
+        return arr
+    except UserError:
+        raise
+    except Exception as e:  # zipfile/zlib/h5py errors on truncated files
+        raise UserError(f"{path}: cannot read {key!r} ({type(e).__name__}: {e}); is the file truncated?") from None

@@ -1,0 +1,175 @@
+"""What every method shares: config validation, the Gaussian encoder / Bernoulli decoder losses,
+and the contract the trainer relies on.
+
+A method is an ``nn.Module`` that owns its optimisers and exposes
+``train_step(batch, batch2, step) -> dict of scalar tensors`` (so two-optimiser methods such as
+FactorVAE are no special case), ``encode(x) -> (mean, logvar)``, ``decode(z) -> logits``,
+``representation(x) -> codes`` for metrics, and ``optimizers() -> dict`` for checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from factorvae.errors import UserError
+from factorvae.nets import ArchSpec, Decoder, Encoder
+
+
+def check_number(section: str, key: str, value, *, minimum: float | None = None, exclusive: bool = False,
+                 integer: bool = False) -> float:
+    """A config value that must be a (finite) number, optionally bounded below."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+        raise UserError(f"{section}.{key} must be a number, got {value!r}")
+    if integer and float(value) != int(value):
+        raise UserError(f"{section}.{key} must be a whole number, got {value!r}")
+    if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        rel = ">" if exclusive else ">="
+        raise UserError(f"{section}.{key} must be {rel} {minimum}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def make_adam(params, cfg: dict, section: str) -> torch.optim.Adam:
+    lr = check_number(section, "lr", cfg.get("lr"), minimum=0, exclusive=True)
+    betas = cfg.get("betas", [0.9, 0.999])
+    if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+        raise UserError(f"{section}.betas must be a list of two numbers, got {betas!r}")
+    b = [check_number(section, "betas", v, minimum=0) for v in betas]
+    if any(v >= 1 for v in b):
+        raise UserError(f"{section}.betas must lie in [0, 1), got {betas!r}")
+    eps = check_number(section, "eps", cfg.get("eps", 1e-8), minimum=0, exclusive=True)
+    return torch.optim.Adam(params, lr=lr, betas=tuple(b), eps=eps)
+
+
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """z = mean + sigma * eps, eps ~ N(0, I) from an explicit generator."""
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return mean + eps * torch.exp(0.5 * logvar)
+
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) for a Bernoulli decoder: cross-entropy summed over pixels and channels,
+    mean over the batch (paper_spec §2, §9.4). Pixels in [0, 1] are the Bernoulli targets."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+
+
+def gaussian_kl_per_dim(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z_j|x) || N(0, 1)) = 0.5 (mu^2 + sigma^2 - log sigma^2 - 1), mean over the batch,
+    one value per latent dimension."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1).mean(dim=0)
+
+
+class Method(nn.Module):
+    """Base class; subclasses set ``name``, ``defaults`` (their own model options) and
+    implement ``train_step``."""
+
+    name = "method"
+    #: model options with their defaults; ``model.<key>`` in the config
+    defaults: dict = {}
+    #: whether train_step uses the second, independent batch (Algorithm 2's B')
+    needs_second_batch = False
+    #: optimiser sections this method reads from ``optim``
+    optim_sections: tuple[str, ...] = ("vae",)
+    #: defaults for optimiser sections the global config lacks (config DEFAULTS has vae, disc)
+    optim_defaults: dict = {}
+
+    def __init__(self, model_cfg: dict, optim_cfg: dict, in_channels: int, generator: torch.Generator):
+        super().__init__()
+        self.cfg = self.resolve(model_cfg)
+        self.generator = generator
+        self.z_dim = check_number("model", "z_dim", self.cfg["z_dim"], minimum=1, integer=True)
+        self.arch = ArchSpec.from_config(self.cfg.get("arch", {}), in_channels)
+
+    # -- config ----------------------------------------------------------------------------
+    @classmethod
+    def all_defaults(cls) -> dict:
+        d = {"z_dim": 10, "arch": {}}
+        for klass in reversed(cls.__mro__):
+            d.update(getattr(klass, "defaults", {}))
+        return d
+
+    @classmethod
+    def resolve(cls, model_cfg: dict) -> dict:
+        cfg = cls.all_defaults()
+        given = {k: v for k, v in (model_cfg or {}).items() if k != "name"}
+        unknown = set(given) - set(cfg)
+        if unknown:
+            raise UserError(
+                f"model {cls.name!r} has no option(s) {', '.join(sorted(unknown))}; "
+                f"its options are {', '.join(sorted(cfg))}"
+            )
+        cfg.update(given)
+        if not isinstance(cfg.get("arch") or {}, dict):
+            raise UserError(f"model.arch must be a mapping, got {cfg['arch']!r}")
+        # spell the architecture out, so config.yaml records it completely
+        cfg["arch"] = {"channels": [32, 32, 64, 64], "fc": 128, "encoder_fc_relu": True, **(cfg.get("arch") or {})}
+        return cfg
+
+    # -- the contract ------------------------------------------------------------------------
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, batch: torch.Tensor, batch2: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes for metrics: the encoder mean (paper_spec §9.1)."""
+        return self.encode(x)[0]
+
+    def latent_traversal_base(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent vectors (B, z_dim) a traversal starts from, for reference images x."""
+        return self.representation(x)
+
+    def traversal_values(self, limit: float = 2.0, steps: int = 10) -> list[tuple[int, torch.Tensor]]:
+        """(latent index, values it takes) for each traversable dimension; by default every
+        latent dimension from -limit to +limit. Methods with categorical codes override this."""
+        values = torch.linspace(-limit, limit, steps)
+        return [(j, values) for j in range(self.z_dim)]
+
+    def decode_images(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (Bernoulli means) for latent vectors z."""
+        return torch.sigmoid(self.decode(z))
+
+
+class GaussianVAEBase(Method):
+    """Gaussian encoder q(z|x), N(0, I) prior and Bernoulli decoder (paper §2)."""
+
+    def __init__(self, model_cfg, optim_cfg, in_channels, generator):
+        super().__init__(model_cfg, optim_cfg, in_channels, generator)
+        self.encoder = Encoder(self.arch, self.z_dim)
+        self.decoder = Decoder(self.arch, self.z_dim)
+        self.vae_optim = make_adam(
+            list(self.encoder.parameters()) + list(self.decoder.parameters()), optim_cfg.get("vae", {}), "optim.vae"
+        )
+
+    def encode(self, x):
+        return self.encoder(x)
+
+    def decode(self, z):
+        return self.decoder(z)
+
+    def optimizers(self):
+        return {"vae": self.vae_optim}
+
+    def elbo_terms(self, x: torch.Tensor):
+        """Forward pass for the ELBO: mean, logvar, sampled z, reconstruction NLL, per-dim KL."""
+        mean, logvar = self.encoder(x)
+        z = reparameterize(mean, logvar, self.generator)
+        recon = bernoulli_nll(self.decoder(z), x)
+        return mean, logvar, z, recon, gaussian_kl_per_dim(mean, logvar)
+
+    @staticmethod
+    def step_optimizer(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)

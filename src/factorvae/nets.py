@@ -1,0 +1,124 @@
+"""The paper's networks (Appendix A, Tables 1-2; paper_spec §2.1-2.2), built from a small spec.
+
+One spec covers 2D Shapes (1 channel, FC 128) and 3D Shapes / CelebA / Chairs (3 channels,
+FC 256): conv 4x4 stride 2 with ``channels`` (32, 32, 64, 64) down to 4x4, an FC layer, then
+the Gaussian parameters; the decoder mirrors it and returns Bernoulli logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from factorvae.errors import UserError
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    in_channels: int = 1
+    image_size: int = 64
+    channels: tuple[int, ...] = (32, 32, 64, 64)
+    fc: int = 128
+    # The paper's table leaves open whether the encoder's FC layer has a ReLU (spec §2.1):
+    # 1Konny has one, nicolasigor not. Default: ReLU, like the decoder's FC layers.
+    encoder_fc_relu: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        n = len(self.channels)
+        if self.image_size % (2**n) or self.image_size // 2**n < 1:
+            raise UserError(f"image_size {self.image_size} must be divisible by 2^{n} (one halving per conv layer)")
+        if self.in_channels not in (1, 3) or self.fc < 1 or min(self.channels) < 1:
+            raise UserError("arch: in_channels must be 1 or 3, fc and channels positive")
+
+    @property
+    def feature_size(self) -> int:
+        return self.image_size // 2 ** len(self.channels)
+
+    @classmethod
+    def from_config(cls, cfg: dict, in_channels: int) -> "ArchSpec":
+        known = {k: v for k, v in (cfg or {}).items() if k in cls.__dataclass_fields__}
+        unknown = set(cfg or {}) - set(known)
+        if unknown:
+            raise UserError(f"unknown arch option(s): {', '.join(sorted(unknown))}")
+        known["in_channels"] = in_channels
+        return cls(**known)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+
+class Encoder(nn.Module):
+    """x (B, C, 64, 64) in [0, 1] -> (mean, logvar), each (B, out_dim)."""
+
+    def __init__(self, spec: ArchSpec, out_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = spec.in_channels
+        for c in spec.channels:
+            layers += [nn.Conv2d(c_in, c, 4, 2, 1), nn.ReLU(inplace=True)]
+            c_in = c
+        layers += [nn.Flatten(), nn.Linear(c_in * spec.feature_size**2, spec.fc)]
+        if spec.encoder_fc_relu:
+            layers.append(nn.ReLU(inplace=True))
+        layers.append(nn.Linear(spec.fc, 2 * out_dim))
+        self.net = nn.Sequential(*layers)
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.net(x)
+        return h[:, : self.out_dim], h[:, self.out_dim :]
+
+
+class Decoder(nn.Module):
+    """z (B, z_dim) -> Bernoulli logits (B, C, 64, 64)."""
+
+    def __init__(self, spec: ArchSpec, z_dim: int):
+        super().__init__()
+        chans = list(spec.channels[::-1])  # 64, 64, 32, 32
+        s = spec.feature_size
+        self.fc = nn.Sequential(
+            nn.Linear(z_dim, spec.fc),
+            nn.ReLU(inplace=True),
+            nn.Linear(spec.fc, chans[0] * s * s),
+            nn.ReLU(inplace=True),
+            nn.Unflatten(1, (chans[0], s, s)),
+        )
+        layers: list[nn.Module] = []
+        outs = chans[1:] + [spec.in_channels]
+        for i, (c_in, c_out) in enumerate(zip(chans, outs)):
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1))
+            if i < len(outs) - 1:
+                layers.append(nn.ReLU(inplace=True))
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.deconv(self.fc(z))
+
+
+class Discriminator(nn.Module):
+    """FactorVAE's D (paper_spec §2.2): MLP of ``layers`` hidden 1000-unit LeakyReLU(0.2) layers
+    and 2 logits (class 0: a sample of q(z); class 1: of prod_j q(z_j)).
+
+    "6 layers" is ambiguous; default = 6 hidden layers, as disentanglement_lib's
+    ``fc_discriminator`` ("used in FactorVAE paper"); 1Konny's 6 weight layers = ``layers: 5``.
+    """
+
+    def __init__(self, z_dim: int, hidden: int = 1000, layers: int = 6, leak: float = 0.2):
+        super().__init__()
+        if layers < 1 or hidden < 1:
+            raise UserError("discriminator layers and hidden must be >= 1")
+        mods: list[nn.Module] = []
+        d = z_dim
+        for _ in range(layers):
+            mods += [nn.Linear(d, hidden), nn.LeakyReLU(leak, inplace=True)]
+            d = hidden
+        mods.append(nn.Linear(d, 2))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

@@ -1,0 +1,188 @@
+"""The run directory, the unit of record (DESIGN.md):
+
+    config.yaml       complete, resolved config
+    metrics.jsonl     one JSON object per logged step
+    checkpoints/      last.pt: model, optimisers, RNG states, step (atomic; weights_only load)
+    tb/               TensorBoard events
+    images/           reconstructions, samples, traversals (PNG + GIF), per-dimension KL
+    eval.json         metric scores (``factorvae eval``)
+    summary.json      final losses, active dimensions, where the images are
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from factorvae.config import dump, resolve
+from factorvae.errors import UserError
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but CUDA is not available here")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unsupported device {name!r}")
+    return dev
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(file)`` on a temp file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(Path(path), lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    ckpt_path = property(lambda self: self.path / "checkpoints" / "last.pt")
+    images = property(lambda self: self.path / "images")
+    tb = property(lambda self: self.path / "tb")
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def read_config(self) -> dict:
+        if not self.config_path.exists():
+            raise UserError(f"{self.path} is not a run directory (no config.yaml)")
+        try:
+            raw = yaml.safe_load(self.config_path.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise UserError(f"{self.config_path}: unreadable ({e.__class__.__name__})") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{self.config_path}: not a config mapping")
+        return resolve(raw)
+
+    def write_config(self, cfg: dict) -> None:
+        atomic_write_bytes(self.config_path, lambda f: f.write(dump(cfg).encode()))
+
+    # -- metrics.jsonl ----------------------------------------------------------------------
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        out = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill mid-write
+        return out
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records after ``step`` (a resumed run re-logs them)."""
+        if not self.metrics_path.exists():
+            return
+        keep = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        text = "".join(json.dumps(r) + "\n" for r in keep)
+        atomic_write_bytes(self.metrics_path, lambda f: f.write(text.encode()))
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self, model, step: int, generators: dict[str, torch.Generator]) -> None:
+        state = {
+            "step": int(step),
+            "model_name": model.name,
+            "model": model.state_dict(),
+            "optim": {k: o.state_dict() for k, o in model.optimizers().items()},
+            "rng": {k: g.get_state() for k, g in generators.items()},
+        }
+        atomic_write_bytes(self.ckpt_path, lambda f: torch.save(state, f))
+
+    def load_checkpoint(self, map_location="cpu") -> dict:
+        path = self.ckpt_path
+        if not path.exists():
+            raise UserError(f"{self.path}: no checkpoint to resume from ({path} missing)")
+        try:
+            # weights_only: tensors and plain containers only, never arbitrary objects
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:
+            raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}); it may be truncated or not ours") from None
+
+    @staticmethod
+    def restore(model, state: dict, generators: dict[str, torch.Generator]) -> int:
+        try:
+            model.load_state_dict(state["model"])
+            for k, opt in model.optimizers().items():
+                opt.load_state_dict(state["optim"][k])
+            for k, g in generators.items():
+                g.set_state(state["rng"][k].cpu())  # generator states are CPU byte tensors
+            return int(state["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise UserError(f"checkpoint does not fit this model ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+@dataclass
+class Run:
+    dir: Path
+    config: dict
+    model: torch.nn.Module
+    dataset: object
+    step: int
+
+
+def build_model(cfg: dict, in_channels: int, device: torch.device, seed: int | None = None):
+    from factorvae.methods import get_method
+
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg["train"]["seed"] if seed is None else seed)
+    # Parameters are initialised from torch's global RNG; seed it so a seed means one model.
+    torch.manual_seed(cfg["train"]["seed"])
+    method = get_method(cfg["model"]["name"])
+    model = method(cfg["model"], cfg["optim"], in_channels, gen).to(device)
+    return model, gen
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", load_data: bool = True, progress: bool = False) -> Run:
+    """A trained run: model from the last checkpoint (eval mode), its data set and config."""
+    rd = RunDir(run_dir)
+    cfg = rd.read_config()
+    dev = pick_device(device)
+    dataset = None
+    if load_data:
+        from factorvae.data import load_dataset
+
+        d = cfg["data"]
+        dataset = load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress)
+        channels = dataset.channels
+    else:
+        from factorvae.data import get_dataset_info
+
+        channels = get_dataset_info(cfg["data"]["name"]).channels
+    model, gen = build_model(cfg, channels, dev)
+    state = rd.load_checkpoint(map_location=dev)
+    if state.get("model_name") != model.name:
+        raise UserError(f"{rd.ckpt_path}: checkpoint is of model {state.get('model_name')!r}, config says {model.name!r}")
+    step = RunDir.restore(model, state, {})
+    model.eval()
+    return Run(rd.path, cfg, model, dataset, step)

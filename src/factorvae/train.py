@@ -1,0 +1,125 @@
+"""The training loop. The method owns its losses and optimiser steps; this file owns batches,
+logging, checkpoints, images and evaluation."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from factorvae.runs import RunDir, atomic_write_json, build_model, pick_device
+
+
+def active_dims(kl: np.ndarray | None, threshold: float = 0.1) -> list[int]:
+    """Latent dimensions whose mean KL exceeds ``threshold`` nats (the others carry ~nothing)."""
+    return [] if kl is None else [int(j) for j in np.nonzero(kl > threshold)[0]]
+
+
+def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = True, dataset=None) -> dict:
+    """Train ``cfg`` into run directory ``out`` (resuming from its checkpoint); returns the summary."""
+    from tqdm.auto import tqdm
+
+    from factorvae.data import load_dataset
+    from factorvae.viz.traversals import write_run_images
+
+    t = cfg["train"]
+    if t["threads"]:
+        torch.set_num_threads(t["threads"])
+    device = pick_device(t["device"])
+    run = RunDir(out)
+    if dataset is None:
+        d = cfg["data"]
+        dataset = load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress)
+    dataset.to(device)
+    model, model_gen = build_model(cfg, dataset.channels, device)
+    if hasattr(model, "set_dataset_size"):
+        model.set_dataset_size(len(dataset))
+    data_gen = torch.Generator(device=device)
+    data_gen.manual_seed(t["seed"] + 1_000_003)
+    generators = {"model": model_gen, "data": data_gen}
+
+    step = 0
+    if resume:
+        step = RunDir.restore(model, run.load_checkpoint(map_location=device), generators)
+        run.truncate_metrics(step)
+    else:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg)
+    model.train()
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run.tb), purge_step=step if resume else None)
+    sums: dict[str, torch.Tensor] = {}
+    count, t_last, last = 0, time.perf_counter(), {}
+    bar = tqdm(total=t["steps"], initial=step, desc=f"{model.name}", disable=not progress, unit="step",
+               dynamic_ncols=True)
+    try:
+        while step < t["steps"]:
+            x1 = dataset.sample_batch(t["batch_size"], data_gen)
+            x2 = dataset.sample_batch(t["batch_size"], data_gen) if model.needs_second_batch else None
+            logs = model.train_step(x1, x2, step)
+            step += 1
+            for k, v in logs.items():  # summed on the device: no sync per step
+                sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
+            count += 1
+            bar.update(1)
+            if step % t["log_every"] == 0 or step == t["steps"]:
+                now = time.perf_counter()
+                last = {k: float(v) / count for k, v in sums.items()}
+                record = {"step": step, **last, "steps_per_s": count / max(now - t_last, 1e-9)}
+                run.append_metrics(record)
+                for k, v in last.items():
+                    writer.add_scalar(f"train/{k}", v, step)
+                bar.set_postfix({k: f"{last[k]:.3g}" for k in ("recon", "kl", "tc", "d_acc", "loss") if k in last})
+                sums, count, t_last = {}, 0, time.perf_counter()
+            if t["eval_every"] and step % t["eval_every"] == 0:
+                evaluate_during_training(model, dataset, cfg, step, run, writer)
+                model.train()
+            if step % t["image_every"] == 0 and step != t["steps"]:
+                write_run_images(model, dataset, run.images, step=step)
+                model.train()
+            if step % t["ckpt_every"] == 0 or step == t["steps"]:
+                run.save_checkpoint(model, step, generators)
+    finally:
+        bar.close()
+        writer.flush()
+
+    written = write_run_images(model, dataset, run.images)
+    kl = None
+    if "kl_per_dim" in written:
+        kl = np.array(json.loads(Path(written["kl_per_dim"]).read_text())["kl"])
+    if t["steps"] == 0 or not run.ckpt_path.exists():
+        run.save_checkpoint(model, step, generators)
+    summary = {
+        "model": model.name, "data": cfg["data"]["name"], "steps": step,
+        "final": last or (run.read_metrics()[-1] if run.read_metrics() else {}),
+        "kl_per_dim": None if kl is None else [round(float(v), 4) for v in kl],
+        "active_dims": active_dims(kl), "images": written, "run_dir": str(run.path),
+    }
+    atomic_write_json(run.path / "summary.json", summary)
+    writer.close()
+    return summary
+
+
+def evaluate_during_training(model, dataset, cfg, step, run: RunDir, writer) -> dict | None:
+    """Score the current model (paper Fig. 5 curves); logged to metrics.jsonl and TensorBoard."""
+    if dataset.grid is None:
+        return None
+    from factorvae.metrics.suite import evaluate_model
+
+    model.eval()
+    scores = evaluate_model(model, dataset, preset=cfg["train"]["eval_preset"], seed=cfg["train"]["seed"])
+    flat = {}
+    for metric, vals in scores.items():
+        if isinstance(vals, dict):
+            for k, v in vals.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    flat[f"eval/{metric}.{k}"] = float(v)
+    run.append_metrics({"step": step, **flat})
+    for k, v in flat.items():
+        writer.add_scalar(k, v, step)
+    return scores

@@ -1,0 +1,138 @@
+"""What a model learned, as pictures: latent traversals (paper Fig. 6: one row per latent
+dimension, values from -2 to 2 for fixed reference images), reconstructions, samples from the
+prior, and the per-dimension KL that tells which dimensions are active."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from factorvae.runs import atomic_write_bytes, atomic_write_json
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> (N, H, W, 3) uint8."""
+    x = images.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy()
+    x = np.transpose(x, (0, 2, 3, 1))
+    return np.repeat(x, 3, axis=3) if x.shape[3] == 1 else x
+
+
+def grid_image(images: np.ndarray, nrow: int, pad: int = 2, labels: list[str] | None = None) -> Image.Image:
+    """Tile (N, H, W, 3) images row by row, ``nrow`` rows; optional label left of each row."""
+    n, h, w, _ = images.shape
+    ncol = int(np.ceil(n / nrow))
+    left = 44 if labels else 0
+    canvas = np.full((nrow * (h + pad) + pad, left + ncol * (w + pad) + pad, 3), 128, dtype=np.uint8)
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        y, x = pad + r * (h + pad), left + pad + c * (w + pad)
+        canvas[y : y + h, x : x + w] = images[i]
+    img = Image.fromarray(canvas)
+    if labels:
+        draw = ImageDraw.Draw(img)
+        for r, text in enumerate(labels[:nrow]):
+            draw.text((2, pad + r * (h + pad) + h // 2 - 6), text, fill=(255, 255, 255))
+    return img
+
+
+def save_png(img: Image.Image, path: Path) -> Path:
+    atomic_write_bytes(path, lambda f: img.save(f, format="PNG"))
+    return path
+
+
+def reference_indices(dataset, count: int = 3) -> np.ndarray:
+    """Fixed reference images: the same for every run on a data set."""
+    rng = np.random.default_rng(20180215)
+    return np.sort(rng.choice(len(dataset), size=min(count, len(dataset)), replace=False))
+
+
+@torch.no_grad()
+def kl_per_dim(model, dataset, n: int = 1024, batch: int = 256) -> np.ndarray | None:
+    """Mean KL(q(z_j|x) || N(0,1)) per dimension over n fixed images (None if the model has no
+    Gaussian posterior)."""
+    from factorvae.methods.base import gaussian_kl_per_dim
+
+    if not hasattr(model, "encoder"):
+        return None
+    idx = np.random.default_rng(7).choice(len(dataset), size=min(n, len(dataset)), replace=False)
+    total = 0
+    for s in range(0, len(idx), batch):
+        mean, logvar = model.encode(dataset.images(idx[s : s + batch]))
+        total = total + gaussian_kl_per_dim(mean, logvar) * len(mean)
+    return (total / len(idx)).cpu().numpy()
+
+
+@torch.no_grad()
+def traversal_frames(model, x: torch.Tensor, limit: float = 2.0, steps: int = 10):
+    """Images (refs, dims, steps, C, H, W) moving one latent at a time from each reference's
+    code, and the dims traversed."""
+    base = model.latent_traversal_base(x)  # (R, Z)
+    dims = model.traversal_values(limit, steps)
+    rows = []
+    for j, values in dims:
+        z = base[:, None, :].repeat(1, len(values), 1)
+        z[:, :, j] = values.to(z)
+        rows.append(model.decode_images(z.reshape(-1, z.shape[-1])).reshape(len(base), len(values), *x.shape[1:]))
+    return torch.stack(rows, 1), [j for j, _ in dims]
+
+
+@torch.no_grad()
+def write_run_images(model, dataset, out_dir: Path, step: int | None = None, limit: float = 2.0, steps: int = 10,
+                     references: int = 3, seed: int = 0) -> dict:
+    """Reconstructions, prior samples, traversals (PNG per reference + one GIF) and KL per dim.
+    Returns {kind: path} of what was written."""
+    was_training = model.training
+    model.eval()
+    out_dir = Path(out_dir)
+    tag = "" if step is None else f"_{step:08d}"
+    written: dict = {}
+    kl = kl_per_dim(model, dataset)
+    order_note = None
+    if kl is not None:
+        atomic_write_json(out_dir / "kl_per_dim.json", {"step": step, "kl": [float(v) for v in kl]})
+        written["kl_per_dim"] = str(out_dir / "kl_per_dim.json")
+        order_note = kl
+
+    # reconstructions: originals on top, reconstructions below
+    idx = np.random.default_rng(seed + 1).choice(len(dataset), size=min(8, len(dataset)), replace=False)
+    x = dataset.images(idx)
+    if hasattr(model, "encoder"):
+        recon = model.decode_images(model.representation(x))
+        img = grid_image(to_uint8(torch.cat([x, recon])), nrow=2)
+        written["reconstructions"] = str(save_png(img, out_dir / f"reconstructions{tag}.png"))
+
+    # samples from the prior (or the generator's input distribution)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    if hasattr(model, "sample_latents"):
+        z = model.sample_latents(64, g)
+    else:
+        z = torch.randn(64, model.z_dim, generator=g)
+    samples = model.decode_images(z.to(next(model.parameters()).device))
+    written["samples"] = str(save_png(grid_image(to_uint8(samples), nrow=8), out_dir / f"samples{tag}.png"))
+
+    # traversals: one sheet per reference image, rows = latent dims labelled with their KL
+    refs = dataset.images(reference_indices(dataset, references))
+    frames, dims = traversal_frames(model, refs, limit, steps)
+    labels = [f"z{j}" + (f" {order_note[j]:.2f}" if order_note is not None and j < len(order_note) else "") for j in dims]
+    paths = []
+    for r in range(frames.shape[0]):
+        sheet = to_uint8(frames[r].reshape(-1, *frames.shape[3:]))
+        paths.append(str(save_png(grid_image(sheet, nrow=len(dims), labels=labels), out_dir / f"traversal{tag}_ref{r}.png")))
+    written["traversals"] = paths
+
+    # GIF: frame t shows every dim of every reference at value t (there and back)
+    gif_frames = []
+    order = list(range(frames.shape[2])) + list(range(frames.shape[2] - 2, 0, -1))
+    for t in order:
+        tiles = to_uint8(frames[:, :, t].permute(1, 0, 2, 3, 4).reshape(-1, *frames.shape[3:]))
+        gif_frames.append(grid_image(tiles, nrow=len(dims), labels=labels))
+    gif = out_dir / f"traversal{tag}.gif"
+    atomic_write_bytes(gif, lambda f: gif_frames[0].save(f, format="GIF", save_all=True, append_images=gif_frames[1:],
+                                                       duration=120, loop=0))
+    written["traversal_gif"] = str(gif)
+    if was_training:
+        model.train()
+    return written

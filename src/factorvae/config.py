@@ -32,6 +32,12 @@ DEFAULTS: dict = {
         "eval_every": 0,
         "eval_preset": "fast",
         "threads": 0,
+        # "true" TC of the aggregate posterior (paper Fig. 7; metrics/tc.py), logged as true_tc
+        # beside the discriminator's tc every N steps (0: never; use a multiple of log_every):
+        # S Monte Carlo samples, a mixture over M images (0: the whole data set)
+        "true_tc_every": 0,
+        "true_tc_samples": 1000,
+        "true_tc_data": 10000,
     },
 }
 
@@ -71,6 +77,11 @@ def parse_set(items: list[str]) -> dict:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise UserError(f"--set {key}: cannot parse value {raw!r}") from None
+        if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         node = out
         parts = key.split(".")
         for p in parts[:-1]:
@@ -103,6 +114,8 @@ def resolve(*layers: dict) -> dict:
         t[key] = check_number("train", key, t[key], minimum=1, integer=True)
     t["eval_every"] = check_number("train", "eval_every", t["eval_every"], minimum=0, integer=True)
     t["threads"] = check_number("train", "threads", t["threads"], minimum=0, integer=True)
+    for key in ("true_tc_every", "true_tc_samples", "true_tc_data"):
+        t[key] = check_number("train", key, t[key], minimum=0, integer=True)
     from factorvae.data import get_dataset_info
 
     get_dataset_info(str(cfg["data"]["name"]))
@@ -111,7 +124,20 @@ def resolve(*layers: dict) -> dict:
             cfg["optim"][name] = copy.deepcopy(method.optim_defaults[name])
         if not isinstance(cfg["optim"].get(name), dict):
             raise UserError(f"model {method.name!r} needs an optim.{name} section (lr, betas, eps)")
+    check_model(cfg)
     return cfg
+
+
+def check_model(cfg: dict) -> None:
+    """Build the model once on the meta device (no memory, no compute), so a bad model or
+    optimiser value is reported before any data is loaded or anything is trained."""
+    import torch
+
+    from factorvae.data import get_dataset_info
+
+    channels = get_dataset_info(cfg["data"]["name"]).channels
+    with torch.device("meta"):
+        get_method(cfg["model"]["name"])(cfg["model"], cfg["optim"], channels, torch.Generator())
 
 
 def dump(cfg: dict) -> str:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from factorvae.errors import UserError
+from factorvae.methods.aae import AAE
 from factorvae.methods.base import Method
+from factorvae.methods.betatcvae import BetaTCVAE
+from factorvae.methods.dipvae import DIPVAE1, DIPVAE2
 from factorvae.methods.factorvae import FactorVAE
+from factorvae.methods.infogan import InfoWGANGP
 from factorvae.methods.vae import VAE, BetaVAE
 
 METHODS: dict[str, type[Method]] = {
     "vae": VAE,
     "betavae": BetaVAE,
     "factorvae": FactorVAE,
+    "betatcvae": BetaTCVAE,
+    "dipvae1": DIPVAE1,
+    "dipvae2": DIPVAE2,
+    "aae": AAE,
+    "infowgan_gp": InfoWGANGP,
 }
 
 

@@ -81,7 +81,10 @@ class Method(nn.Module):
         super().__init__()
         self.cfg = self.resolve(model_cfg)
         self.generator = generator
-        self.z_dim = check_number("model", "z_dim", self.cfg["z_dim"], minimum=1, integer=True)
+        # a method whose code is not one Gaussian vector (InfoWGAN-GP) leaves z_dim out of its
+        # defaults and sets self.z_dim itself
+        self.z_dim = (check_number("model", "z_dim", self.cfg["z_dim"], minimum=1, integer=True)
+                      if "z_dim" in self.cfg else None)
         self.arch = ArchSpec.from_config(self.cfg.get("arch", {}), in_channels)
 
     # -- config ----------------------------------------------------------------------------

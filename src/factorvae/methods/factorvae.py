@@ -74,8 +74,10 @@ class FactorVAE(GaussianVAEBase):
         with torch.no_grad():
             mean2, logvar2 = self.encoder(batch2)
             z_perm = permute_dims(reparameterize(mean2, logvar2, self.generator), self.generator)
-        logits_joint = self.discriminator(z.detach())
-        logits_perm = self.discriminator(z_perm)
+        # One D pass over both sets of codes (D acts row by row, so this equals two passes, in
+        # one wider matrix product per layer).
+        logits = self.discriminator(torch.cat([z.detach(), z_perm]))
+        logits_joint, logits_perm = logits[: len(z)], logits[len(z) :]
         joint = torch.zeros(len(z), dtype=torch.long, device=z.device)
         permuted = torch.ones(len(z_perm), dtype=torch.long, device=z.device)
         d_loss = 0.5 * (F.cross_entropy(logits_joint, joint) + F.cross_entropy(logits_perm, permuted))

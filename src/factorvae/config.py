@@ -20,7 +20,8 @@ DEFAULTS: dict = {
         "vae": {"lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8},
         "disc": {"lr": 1e-4, "betas": [0.5, 0.9], "eps": 1e-8},
     },
-    "data": {"name": "dsprites", "path": None, "cache_dir": None},
+    # channels: image folders only (1, 3 or auto); recorded after loading so the run knows it
+    "data": {"name": "dsprites", "path": None, "cache_dir": None, "channels": None},
     "train": {
         "steps": 300_000,
         "batch_size": 64,
@@ -118,7 +119,10 @@ def resolve(*layers: dict) -> dict:
         t[key] = check_number("train", key, t[key], minimum=0, integer=True)
     from factorvae.data import get_dataset_info
 
-    get_dataset_info(str(cfg["data"]["name"]))
+    info = get_dataset_info(str(cfg["data"]["name"]))
+    ch = cfg["data"]["channels"]
+    if ch is not None and (ch not in (1, 3, "auto") or info.grid is not None):
+        raise UserError(f"data.channels must be 1, 3 or auto, and only for image folders; got {ch!r} for {info.name!r}")
     for name in method.optim_sections:
         if name not in cfg["optim"] and name in getattr(method, "optim_defaults", {}):
             cfg["optim"][name] = copy.deepcopy(method.optim_defaults[name])
@@ -135,7 +139,8 @@ def check_model(cfg: dict) -> None:
 
     from factorvae.data import get_dataset_info
 
-    channels = get_dataset_info(cfg["data"]["name"]).channels
+    channels = cfg["data"].get("channels")
+    channels = channels if channels in (1, 3) else get_dataset_info(cfg["data"]["name"]).channels
     with torch.device("meta"):
         get_method(cfg["model"]["name"])(cfg["model"], cfg["optim"], channels, torch.Generator())
 

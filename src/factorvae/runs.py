@@ -173,12 +173,13 @@ def load_run(run_dir: str | Path, device: str = "cpu", load_data: bool = True, p
         from factorvae.data import load_dataset
 
         d = cfg["data"]
-        dataset = load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress)
+        dataset = load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress, channels=d.get("channels"))
         channels = dataset.channels
     else:
         from factorvae.data import get_dataset_info
 
-        channels = get_dataset_info(cfg["data"]["name"]).channels
+        channels = cfg["data"].get("channels")
+        channels = channels if channels in (1, 3) else get_dataset_info(cfg["data"]["name"]).channels
     model, gen = build_model(cfg, channels, dev)
     state = rd.load_checkpoint(map_location=dev)
     if state.get("model_name") != model.name:

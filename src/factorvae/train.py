@@ -32,7 +32,9 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
     run = RunDir(out)
     if dataset is None:
         d = cfg["data"]
-        dataset = load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress)
+        dataset = load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress, channels=d.get("channels"))
+    if dataset.grid is None:
+        cfg["data"]["channels"] = dataset.channels  # what "auto" chose, for load_run
     dataset.to(device)
     model, model_gen = build_model(cfg, dataset.channels, device)
     if hasattr(model, "set_dataset_size"):
@@ -70,6 +72,8 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
             if step % t["log_every"] == 0 or step == t["steps"]:
                 now = time.perf_counter()
                 last = {k: float(v) / count for k, v in sums.items()}
+                if t["true_tc_every"] and step % t["true_tc_every"] == 0:  # paper Fig. 7, beside "tc"
+                    last["true_tc"] = log_true_tc(model, dataset, t)
                 record = {"step": step, **last, "steps_per_s": count / max(now - t_last, 1e-9)}
                 run.append_metrics(record)
                 for k, v in last.items():
@@ -105,6 +109,15 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
     return summary
 
 
+def log_true_tc(model, dataset, t: dict) -> float:
+    """True TC of the aggregate posterior (metrics/tc.py) with its own random state."""
+    from factorvae.metrics.tc import model_total_correlation
+
+    tc = model_total_correlation(model, dataset, t["true_tc_samples"], t["true_tc_data"], seed=t["seed"])["true_tc"]
+    model.train()
+    return tc
+
+
 def evaluate_during_training(model, dataset, cfg, step, run: RunDir, writer) -> dict | None:
     """Score the current model (paper Fig. 5 curves); logged to metrics.jsonl and TensorBoard."""
     if dataset.grid is None:
@@ -115,7 +128,7 @@ def evaluate_during_training(model, dataset, cfg, step, run: RunDir, writer) -> 
     scores = evaluate_model(model, dataset, preset=cfg["train"]["eval_preset"], seed=cfg["train"]["seed"])
     flat = {}
     for metric, vals in scores.items():
-        if isinstance(vals, dict):
+        if isinstance(vals, dict) and metric not in ("settings", "seconds", "encoder"):
             for k, v in vals.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     flat[f"eval/{metric}.{k}"] = float(v)

@@ -7,9 +7,10 @@ sets are cached on disk (see ``store.cache_dir``); ``path`` points to an officia
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
-from factorvae.data import dsprites
+from factorvae.data import dsprites, images, shapes3d, toy, variants
 from factorvae.data.grid import FactorGrid
 from factorvae.data.store import ImageData
 from factorvae.errors import UserError
@@ -28,12 +29,47 @@ class DatasetInfo:
     generate: Callable | None = None
     #: whether ``--data-path`` is required (folders of images)
     needs_path: bool = False
+    #: render(classes) -> uint8 (N, C, 64, 64), pixel values 0..255: single grid images without the cache
+    render: Callable | None = None
 
 
 DATASETS: dict[str, DatasetInfo] = {
     "dsprites": DatasetInfo(
         "dsprites", "dSprites / 2D Shapes (Matthey et al. 2017), procedural or the official npz",
         1, dsprites.GRID, dsprites.load, dsprites.generate,
+        render=lambda classes: dsprites.render(classes, variants.sprite_bank())[:, None] * 255,
+    ),
+    "shapes3d": DatasetInfo(
+        "shapes3d", "3D Shapes (Burgess & Kim 2018), procedural or the official 3dshapes.h5",
+        3, shapes3d.GRID, shapes3d.load, shapes3d.generate, render=shapes3d.render,
+    ),
+    "color_dsprites": DatasetInfo(
+        "color_dsprites", "colour-dSprites (disentanglement_lib): each sprite in a random colour, fixed per index",
+        3, variants.GRID, variants.load_color, dsprites.generate, render=variants.render_color,
+    ),
+    "noisy_dsprites": DatasetInfo(
+        "noisy_dsprites", "noisy-dSprites (disentanglement_lib): white sprite on uniform noise, fixed per index",
+        3, variants.GRID, variants.load_noisy, dsprites.generate, render=variants.render_noisy,
+    ),
+    "toy": DatasetInfo(
+        "toy", "toy discs: 3,072 greyscale images, 4 factors; learns in minutes on a CPU",
+        1, toy.GRID, toy.load, None, render=toy.render,
+    ),
+    "folder": DatasetInfo(
+        "folder", "any folder tree of images (no factors): --data-path DIR; RGB or greyscale (channels auto, 1 or 3)",
+        3, None, partial(images.load, name="folder"), None, needs_path=True,
+    ),
+    "celeba": DatasetInfo(
+        "celeba", "CelebA aligned faces (no factors): --data-path img_align_celeba/, RGB",
+        3, None, partial(images.load, name="celeba", channels=3), None, needs_path=True,
+    ),
+    "chairs": DatasetInfo(
+        "chairs", "3D Chairs (Aubry et al. 2014; no factors): --data-path rendered_chairs/, RGB",
+        3, None, partial(images.load, name="chairs", channels=3), None, needs_path=True,
+    ),
+    "faces3d": DatasetInfo(
+        "faces3d", "3D Faces (Paysan et al. 2009 renders; no factors here): --data-path DIR, greyscale",
+        1, None, partial(images.load, name="faces3d", channels=1), None, needs_path=True,
     ),
 }
 
@@ -45,8 +81,26 @@ def get_dataset_info(name: str) -> DatasetInfo:
         raise UserError(f"unknown data set {name!r}; choose one of {', '.join(sorted(DATASETS))}") from None
 
 
-def load_dataset(name: str, path=None, cache=None, progress: bool = True) -> ImageData:
+def load_dataset(name: str, path=None, cache=None, progress: bool = True, channels=None) -> ImageData:
+    """``channels`` (1, 3 or "auto"; image folders only) picks greyscale or RGB."""
     info = get_dataset_info(name)
     if info.needs_path and path is None:
         raise UserError(f"data set {name!r} needs --data-path")
+    if channels is not None:
+        if info.grid is not None:
+            raise UserError(f"data.channels applies to image folders only, not to {name!r}")
+        return info.load(path=path, cache=cache, progress=progress, channels=channels)
     return info.load(path=path, cache=cache, progress=progress)
+
+
+def require_grid(dataset: ImageData | str, what: str = "metrics"):
+    """The data set's FactorGrid, or a UserError saying that ``what`` needs ground-truth
+    factors, which this data set (an image folder) does not have."""
+    grid = get_dataset_info(dataset).grid if isinstance(dataset, str) else dataset.grid
+    if grid is None:
+        name = dataset if isinstance(dataset, str) else dataset.name
+        with_grid = ", ".join(n for n, i in DATASETS.items() if i.grid is not None)
+        raise UserError(f"{what} need ground-truth factors, and data set {name!r} has none (it is a folder of "
+                        f"images); traversals, reconstructions and samples work on it. "
+                        f"Data sets with factors: {with_grid}")
+    return grid

@@ -1,0 +1,224 @@
+"""`factorvae data list | show | generate`: the data sets, what they look like, and their caches."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from factorvae.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("data", help="list, show or pre-build data sets",
+                       description="List the data sets, draw samples and factor sweeps, or build a cache ahead of training.")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.required = True
+
+    def common(q, path_help="official file (grid data sets) or image folder"):
+        q.add_argument("--data-path", help=path_help)
+        q.add_argument("--cache-dir", help="where generated data sets are cached (default $FACTORVAE_CACHE or ~/.cache/factorvae)")
+        q.add_argument("--channels", help="image folders: 1 (greyscale), 3 (RGB) or auto (default)")
+
+    q = dsub.add_parser("list", help="data sets, their factors, sizes and caches")
+    q.add_argument("--cache-dir", help="cache folder to report on")
+    q.set_defaults(func=run_list)
+
+    q = dsub.add_parser("show", help="write a PNG of random samples, then one row per factor stepping through its values")
+    q.add_argument("dataset")
+    q.add_argument("--out", required=True, help="PNG file to write")
+    common(q)
+    q.add_argument("--seed", type=int, default=0, help="random seed of the samples (default 0)")
+    q.add_argument("--columns", type=int, default=15, help="images per row (default 15)")
+    q.add_argument("--sample-rows", type=int, default=2, help="rows of random samples (default 2; 6 for data without factors)")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=run_show)
+
+    q = dsub.add_parser("generate", help="build a data set's cache now (with a progress bar)")
+    q.add_argument("dataset")
+    common(q)
+    q.add_argument("--force", action="store_true", help="rebuild even if a valid cache exists")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=run_generate)
+
+
+# -- list -------------------------------------------------------------------------------------
+
+def _size(path: Path) -> str:
+    n = path.stat().st_size
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def cache_status(name: str, cache=None) -> str:
+    """Where a data set's cache is and whether it is built (from the files' presence; contents
+    are validated when the data set is loaded)."""
+    from factorvae.data import dsprites, shapes3d
+    from factorvae.data.store import cache_dir
+
+    root = cache_dir(cache)
+    files = {
+        "dsprites": root / f"dsprites-v{dsprites.RENDER_VERSION}.npy",
+        "color_dsprites": root / f"dsprites-v{dsprites.RENDER_VERSION}.npy",
+        "noisy_dsprites": root / f"dsprites-v{dsprites.RENDER_VERSION}.npy",
+        "shapes3d": shapes3d.cache_path(cache),
+    }
+    if name == "toy":
+        return "none needed (rendered in memory on load)"
+    if name in files:
+        f = files[name]
+        if f.exists() and f.with_suffix(".json").exists():
+            return f"{f} ({_size(f)})"
+        base = "dsprites" if name.endswith("dsprites") else name
+        return f"not built: {f} (factorvae data generate {base}, or built on first use)"
+    folders = sorted((root / "folders").glob("*.npy")) if (root / "folders").is_dir() else []
+    return f"needs --data-path; {len(folders)} folder cache(s) in {root / 'folders'}"
+
+
+def run_list(args) -> int:
+    from factorvae.data import DATASETS
+
+    for name, info in DATASETS.items():
+        grid = info.grid
+        n = f"{len(grid):,} images" if grid is not None else "any number of images"
+        ch = "1 channel" if info.channels == 1 else "3 channels"
+        if name == "folder":
+            ch = "1 or 3 channels"
+        print(f"{name:<15} ({ch}, {n})  {info.description}")
+        if grid is not None:
+            print("  factors: " + ", ".join(f"{a} ({s})" for a, s in zip(grid.names, grid.sizes)))
+        else:
+            print("  factors: none (no ground truth: metrics do not apply; traversals, reconstructions, samples do)")
+        print(f"  cache:   {cache_status(name, args.cache_dir)}")
+    return 0
+
+
+# -- show -------------------------------------------------------------------------------------
+
+def _as_rgb_uint8(images) -> np.ndarray:
+    """(N, C, H, W) uint8 numpy or float tensor in [0, 1] -> (N, H, W, 3) uint8."""
+    import torch
+
+    if torch.is_tensor(images):
+        images = images.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy()
+    x = np.asarray(images).transpose(0, 2, 3, 1)
+    return np.repeat(x, 3, axis=3) if x.shape[3] == 1 else x
+
+
+def sheet(rows: list[np.ndarray], labels: list[str], pad: int = 2):
+    """One PIL image: each row (K, H, W, 3) uint8 left-aligned, its label to its left."""
+    from PIL import Image, ImageDraw
+
+    font_draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = int(max([font_draw.textlength(t) for t in labels] + [0])) + 8 if any(labels) else 0
+    h, w = rows[0].shape[1:3]
+    ncol = max(len(r) for r in rows)
+    canvas = np.full((len(rows) * (h + pad) + pad, left + ncol * (w + pad) + pad, 3), 96, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        y = pad + r * (h + pad)
+        for c, img in enumerate(row):
+            x = left + pad + c * (w + pad)
+            canvas[y : y + h, x : x + w] = img
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    for r, text in enumerate(labels):
+        draw.text((4, pad + r * (h + pad) + h // 2 - 6), text, fill=(255, 255, 255))
+    return img
+
+
+def factor_sweeps(grid, rng: np.random.Generator, columns: int) -> tuple[list[np.ndarray], list[str]]:
+    """For each factor with more than one value: factor classes (K, F) that step through its
+    values (at most ``columns``, evenly spaced) from one random base point."""
+    base = grid.sample(1, rng)[0]
+    rows, labels = [], []
+    for k, (name, size) in enumerate(zip(grid.names, grid.sizes)):
+        if size < 2:
+            continue
+        steps = np.unique(np.round(np.linspace(0, size - 1, min(size, columns))).astype(int))
+        cl = np.repeat(base[None], len(steps), axis=0)
+        cl[:, k] = steps
+        rows.append(cl)
+        labels.append(f"{name} ({size})" if len(steps) == size else f"{name} ({len(steps)} of {size})")
+    return rows, labels
+
+
+def run_show(args) -> int:
+    from factorvae.data import get_dataset_info, load_dataset
+    from factorvae.runs import atomic_write_bytes
+
+    info = get_dataset_info(args.dataset)
+    if args.columns < 1 or args.sample_rows < 0:
+        raise UserError("--columns must be >= 1 and --sample-rows >= 0")
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out must name a .png file, got {out}")
+    rng = np.random.default_rng(args.seed)
+    cols = args.columns
+    grid = info.grid
+    if grid is not None and args.channels is not None:
+        raise UserError("--channels applies to image folders only")
+    if grid is not None and args.data_path is None and info.render is not None:
+        draw = info.render  # single images, exactly what the cache holds: no cache needed
+        n = len(grid)
+    else:
+        data = load_dataset(args.dataset, args.data_path, args.cache_dir, progress=not args.no_progress,
+                            channels=args.channels)
+        draw = lambda classes: data.images(grid.index(classes))  # noqa: E731
+        n = len(data)
+    sample_rows = args.sample_rows if grid is not None else max(args.sample_rows, 6)
+    count = min(n, sample_rows * cols)
+    rows, labels = [], []
+    if count:
+        idx = rng.choice(n, count, replace=False)
+        imgs = _as_rgb_uint8(draw(grid.classes(idx)) if grid is not None else data.images(idx))
+        for s in range(0, count, cols):
+            rows.append(imgs[s : s + cols])
+            labels.append("samples" if s == 0 else "")
+    if grid is not None:
+        sweeps, names = factor_sweeps(grid, rng, cols)
+        for cl, label in zip(sweeps, names):
+            rows.append(_as_rgb_uint8(draw(cl)))
+            labels.append(label)
+    if not rows:
+        raise UserError(f"nothing to show for {args.dataset!r}")
+    img = sheet(rows, labels)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, lambda f: img.save(f, format="PNG"))
+    what = "random samples" + (", then one row per factor" if grid is not None else " (no factors)")
+    print(f"{args.dataset}: {what} -> {out}")
+    return 0
+
+
+# -- generate -----------------------------------------------------------------------------------
+
+def run_generate(args) -> int:
+    from factorvae.data import get_dataset_info, images, load_dataset
+
+    info = get_dataset_info(args.dataset)
+    t0 = time.perf_counter()
+    progress = not args.no_progress
+    if info.grid is None:
+        if args.data_path is None:
+            raise UserError(f"data set {args.dataset!r} needs --data-path DIR (a folder of images)")
+        channels = args.channels if args.channels is not None else {"celeba": 3, "chairs": 3, "faces3d": 1}.get(args.dataset)
+        path, meta = images.build(args.data_path, channels=channels, cache=args.cache_dir, progress=progress,
+                                  name=args.dataset, force=args.force)
+        info_ = {k: meta[k] for k in ("source", "images", "channels", "skipped_unreadable", "skipped_non_image",
+                                      "skipped_examples")}
+        images._report(args.dataset, info_)
+        print(f"{args.dataset}: {meta['images']:,} images, {meta['channels']} channel(s) -> {path} ({_size(path)}, "
+              f"{time.perf_counter() - t0:.1f} s)")
+        return 0
+    if args.channels is not None:
+        raise UserError("--channels applies to image folders only")
+    if args.data_path is not None:  # an official file: read and validate it
+        data = load_dataset(args.dataset, args.data_path, args.cache_dir, progress=progress)
+        print(f"{args.dataset}: {args.data_path} is a valid official file ({len(data):,} images, "
+              f"{time.perf_counter() - t0:.1f} s); it is read on every use, nothing is cached")
+        return 0
+    if info.generate is None:
+        print(f"{args.dataset}: nothing to build (rendered in memory on load)")
+        return 0
+    path = info.generate(args.cache_dir, progress=progress, force=args.force)
+    print(f"{args.dataset}: {path} ({_size(path)}, {time.perf_counter() - t0:.1f} s)")
+    return 0

@@ -1,0 +1,143 @@
+"""Colour-dSprites and noisy-dSprites (disentanglement_lib's ``color_dsprites`` and
+``noisy_dsprites``, used by Locatello et al. 2019; paper_spec §6.7).
+
+disentanglement_lib draws the nuisance afresh for every observation:
+
+- colour-dSprites: the binary sprite times one random RGB colour, each channel uniform in
+  [0.5, 1];
+- noisy-dSprites: the white sprite on a background of uniform [0, 1) noise, independent per
+  pixel and channel.
+
+Here the nuisance is a fixed, seeded function of the image's grid index instead, so a data set
+is a finite, reproducible set of 737,280 images (the same index gives the same image on every
+run and machine, on CPU and GPU) and nothing has to be stored beyond dSprites' binary
+sprites: colour and noise are drawn from a counter-based hash of (seed, index, pixel) when a
+batch is gathered. Colour bytes are 128..255 (0.50..1.0), noise bytes 0..255.
+
+The nuisance is *not* a factor: the FactorGrid is dSprites' own (colour class constant), so
+metrics score the same five factors as on dSprites, as in disentanglement_lib.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from factorvae.data import dsprites
+from factorvae.data.store import ImageData
+
+GRID = dsprites.GRID
+METRIC_FACTORS = dsprites.METRIC_FACTORS
+KINDS = ("color", "noisy")
+#: default seed of the nuisance; a different seed is a different (equally valid) data set
+SEED = 0
+_MASK = 0xFFFFFFFF
+
+
+def _mix(x):
+    """A 32-bit integer hash (xor-shift-multiply), for numpy int64 arrays and torch int64
+    tensors alike. Multipliers are below 2^31, so no product leaves int64."""
+    x = x & _MASK
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK
+    x = x ^ (x >> 15)
+    x = (x * 0x5BD1E995) & _MASK
+    x = x ^ (x >> 16)
+    return x
+
+
+def nuisance_bytes(index, counter, seed: int = SEED):
+    """Uniform bytes 0..255, a fixed function of (seed, image index, counter). ``index`` and
+    ``counter`` broadcast; both int64 (numpy or torch)."""
+    h = _mix(index + _mix(int(seed) + 0x3C6EF372))
+    h = _mix(h + counter * 0x2545F491)
+    return (h >> 24) & 255
+
+
+def compose(sprites, index, kind: str, seed: int = SEED):
+    """RGB uint8 images (B, 3, H, W) from binary sprites (B, 1, H, W) {0, 1} and their grid
+    indices (B,). Works on numpy arrays and torch tensors (any device)."""
+    is_torch = torch.is_tensor(sprites)
+    b, _, h, w = sprites.shape
+    if is_torch:
+        index = torch.as_tensor(index, dtype=torch.int64, device=sprites.device).reshape(b, 1, 1, 1)
+        ar = lambda n: torch.arange(n, device=sprites.device, dtype=torch.int64)  # noqa: E731
+        to_u8 = lambda x: x.to(torch.uint8)  # noqa: E731
+    else:
+        index = np.asarray(index, dtype=np.int64).reshape(b, 1, 1, 1)
+        ar = lambda n: np.arange(n, dtype=np.int64)  # noqa: E731
+        to_u8 = lambda x: x.astype(np.uint8)  # noqa: E731
+    if kind == "color":
+        colour = 128 + (nuisance_bytes(index, ar(3).reshape(1, 3, 1, 1), seed) >> 1)  # (B, 3, 1, 1), 128..255
+        return to_u8(sprites * colour)
+    if kind == "noisy":
+        counter = ar(3 * h * w).reshape(1, 3, h, w) + (1 << 20)
+        noise = nuisance_bytes(index, counter, seed)
+        return to_u8(noise + (255 - noise) * sprites)  # the sprite is white, the rest noise
+    raise ValueError(f"unknown dSprites variant {kind!r}; choose one of {KINDS}")
+
+
+@dataclass
+class DspritesVariantData(ImageData):
+    """dSprites' binary sprites, ``data`` (N, 1, 64, 64) {0, 1}, seen as RGB images composed
+    per batch: ``images`` and ``sample_batch`` return (B, 3, 64, 64) in [0, 1]."""
+
+    kind: str = "color"
+    seed: int = SEED
+
+    @property
+    def channels(self) -> int:
+        return 3
+
+    def uint8(self, indices) -> torch.Tensor:
+        """The uint8 RGB images (B, 3, 64, 64) of flat indices."""
+        idx = torch.as_tensor(np.asarray(indices) if not torch.is_tensor(indices) else indices, dtype=torch.long)
+        idx = idx.to(self.data.device)
+        return compose(self.data[idx], idx, self.kind, self.seed)
+
+    def images(self, indices) -> torch.Tensor:
+        return self.uint8(indices).float().mul_(self.scale)
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(len(self), (batch_size,), generator=generator, device=generator.device)
+        return self.images(idx)
+
+
+@functools.lru_cache(maxsize=1)
+def sprite_bank() -> np.ndarray:
+    """dSprites' 720 sprites, built once per process (0.7 MB)."""
+    return dsprites.sprite_bank()
+
+
+def render(classes: np.ndarray, kind: str, seed: int = SEED) -> np.ndarray:
+    """Images (N, 3, 64, 64) uint8 for rows of dSprites factor classes (N, 6)."""
+    classes = GRID.validate_classes(classes)
+    return compose(dsprites.render(classes, sprite_bank())[:, None], GRID.index(classes), kind, seed)
+
+
+def load(kind: str, path: str | Path | None = None, cache: str | Path | None = None, progress: bool = True) -> ImageData:
+    """Colour- or noisy-dSprites over dSprites' sprites (the official npz when ``path`` is
+    given, else the procedural cache)."""
+    base = dsprites.load(path=path, cache=cache, progress=progress)
+    info = dict(base.info, variant=kind, nuisance_seed=SEED)
+    return DspritesVariantData(f"{kind}_dsprites", base.data, GRID, scale=1.0 / 255.0, info=info, kind=kind, seed=SEED)
+
+
+def load_color(path=None, cache=None, progress: bool = True) -> ImageData:
+    return load("color", path, cache, progress)
+
+
+def load_noisy(path=None, cache=None, progress: bool = True) -> ImageData:
+    return load("noisy", path, cache, progress)
+
+
+def render_color(classes: np.ndarray) -> np.ndarray:
+    return render(classes, "color")
+
+
+def render_noisy(classes: np.ndarray) -> np.ndarray:
+    return render(classes, "noisy")

@@ -1,0 +1,279 @@
+"""Run a set of metrics on one Codes cache: presets, seeds, timing, JSON.
+
+Presets (docs/metrics.md explains each number):
+- ``dlib`` (default): disentanglement_lib's unsupervised-study settings for every metric
+  (paper_spec §6). Scores are comparable with that study and with the parity references.
+- ``paper``: the FactorVAE paper's settings as far as they are known (§4, Appendix B;
+  paper_spec §3.1: L = 100, 800 training and 800 evaluation votes); the open points
+  (pruning rule, std estimation set, Higgins classifier) are documented; the other metrics
+  keep the dlib settings.
+- ``fast``: fewer points for quick looks during training (``train --eval-every``).
+
+Each metric draws from its own generator, seeded by (seed, metric name): adding or removing
+a metric never changes another metric's numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import zlib
+
+import numpy as np
+
+from factorvae.errors import UserError
+from factorvae.metrics.beta_vae import beta_vae
+from factorvae.metrics.codes import Codes
+from factorvae.metrics.dci import dci
+from factorvae.metrics.factor_vae import factor_vae
+from factorvae.metrics.mig import mig
+from factorvae.metrics.modularity import modularity_explicitness
+from factorvae.metrics.sap import sap
+
+FUNCTIONS = {
+    "factor_vae": factor_vae,
+    "beta_vae": beta_vae,
+    "mig": mig,
+    "dci": dci,
+    "sap": sap,
+    "modularity_explicitness": modularity_explicitness,
+}
+METRICS: tuple[str, ...] = tuple(FUNCTIONS)
+
+#: the headline value of each metric (tables, logs)
+HEADLINE = {
+    "factor_vae": "eval_accuracy",
+    "beta_vae": "eval_accuracy",
+    "mig": "discrete_mig",
+    "dci": "disentanglement",
+    "sap": "SAP_score",
+    "modularity_explicitness": "modularity_score",
+}
+
+#: the keys disentanglement_lib reports, per metric
+REPORTED = {
+    "factor_vae": ("train_accuracy", "eval_accuracy", "num_active_dims"),
+    "beta_vae": ("train_accuracy", "eval_accuracy"),
+    "mig": ("discrete_mig",),
+    "dci": ("disentanglement", "completeness", "informativeness_train", "informativeness_test"),
+    "sap": ("SAP_score",),
+    "modularity_explicitness": ("modularity_score", "explicitness_score_train", "explicitness_score_test"),
+}
+
+_DLIB = {
+    "factor_vae": {"batch_size": 64, "num_train": 10000, "num_eval": 5000, "num_variance_estimate": 10000,
+                   "prune_threshold": 0.05},
+    "beta_vae": {"batch_size": 64, "num_train": 10000, "num_eval": 5000},
+    "mig": {"num_train": 10000, "num_bins": 20},
+    "dci": {"num_train": 10000, "num_test": 5000},
+    "sap": {"num_train": 10000, "num_test": 5000, "continuous_factors": False},
+    "modularity_explicitness": {"num_train": 10000, "num_test": 5000, "num_bins": 20},
+}
+
+PRESETS: dict[str, dict[str, dict]] = {
+    "dlib": _DLIB,
+    "paper": {
+        **copy.deepcopy(_DLIB),
+        # L = 100, 800 + 800 votes: the best-supported reading of Appendix B (paper_spec §3.1);
+        # std over a 10,000-point random subset ("or a large enough random subset");
+        # collapsed dims: std of the means < 0.05 (the paper prunes by a rule not confirmed).
+        "factor_vae": {"batch_size": 100, "num_train": 800, "num_eval": 800, "num_variance_estimate": 10000,
+                       "prune_threshold": 0.05},
+    },
+    "fast": {
+        "factor_vae": {"batch_size": 64, "num_train": 500, "num_eval": 500, "num_variance_estimate": 5000,
+                       "prune_threshold": 0.05},
+        "beta_vae": {"batch_size": 64, "num_train": 300, "num_eval": 200},
+        "mig": {"num_train": 5000, "num_bins": 20},
+        "dci": {"num_train": 2000, "num_test": 1000},
+        "sap": {"num_train": 2000, "num_test": 1000, "continuous_factors": False},
+        "modularity_explicitness": {"num_train": 2000, "num_test": 1000, "num_bins": 20},
+    },
+}
+
+
+def parse_metrics(metrics) -> list[str]:
+    """None / "all" -> every metric; "a,b" or a list -> those, validated, in canonical order."""
+    if metrics is None or metrics == "all" or metrics == ["all"]:
+        return list(METRICS)
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",")]
+    names = [m for m in metrics if m]
+    if not names:
+        raise UserError(f"no metric named; choose from {', '.join(METRICS)}")
+    unknown = [m for m in names if m not in FUNCTIONS]
+    if unknown:
+        raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+    return [m for m in METRICS if m in names]
+
+
+def preset_params(preset: str) -> dict[str, dict]:
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[preset])
+
+
+def check_overrides(overrides: dict | None) -> dict[str, dict]:
+    """Validate {metric: {param: value}}: known metrics and parameters only."""
+    import inspect
+
+    out: dict[str, dict] = {}
+    for name, params in (overrides or {}).items():
+        if name not in FUNCTIONS:
+            raise UserError(f"unknown metric {name!r} in a setting; choose from {', '.join(METRICS)}")
+        if not isinstance(params, dict):
+            raise UserError(f"settings of {name} must be param=value pairs")
+        allowed = [p for p in inspect.signature(FUNCTIONS[name]).parameters if p not in ("codes", "rng")]
+        for key in params:
+            if key not in allowed:
+                raise UserError(f"{name} has no parameter {key!r}; its parameters are {', '.join(allowed)}")
+        out[name] = dict(params)
+    return out
+
+
+def parse_settings(items: list[str] | None) -> dict[str, dict]:
+    """``["factor_vae.num_train=800", ...]`` -> {metric: {param: value}} (values as YAML)."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        metric, dot, param = key.partition(".")
+        if not sep or not dot or not metric or not param:
+            raise UserError(f"--set expects metric.param=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise UserError(f"--set {key}: cannot parse value {raw!r}") from None
+        out.setdefault(metric, {})[param] = value
+    return check_overrides(out)
+
+
+def metric_rng(seed: int, name: str) -> np.random.Generator:
+    """The generator of one metric: independent of which other metrics run."""
+    return np.random.default_rng([int(seed), zlib.crc32(name.encode())])
+
+
+def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, progress: bool = False,
+             overrides: dict[str, dict] | None = None) -> dict:
+    """Score ``codes`` with ``metrics`` (default: all) at ``preset``; returns the JSON-ready
+    dict: one entry per metric (disentanglement_lib's keys plus extras), ``settings`` and
+    ``seconds`` (per metric and total); ``encoder`` when the codes come from a model."""
+    names = parse_metrics(metrics)
+    params = preset_params(preset)
+    overrides = check_overrides(overrides)
+    for name, extra in overrides.items():
+        params.setdefault(name, {}).update(extra)
+    try:
+        seed = int(seed)
+    except (TypeError, ValueError):
+        raise UserError(f"seed must be a whole number, got {seed!r}") from None
+    if seed < 0:
+        raise UserError(f"seed must be >= 0, got {seed}")
+    out: dict = {}
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    for name in names:
+        if progress:
+            print(f"  {name} ...", flush=True)
+        t = time.perf_counter()
+        try:
+            result = FUNCTIONS[name](codes, metric_rng(seed, name), **params[name])
+        except TypeError as e:
+            if name not in overrides:
+                raise
+            raise UserError(f"{name}: a setting has the wrong type ({e}); given {overrides[name]}") from None
+        out[name] = _jsonable(result)
+        seconds[name] = round(time.perf_counter() - t, 3)
+    seconds["total"] = round(time.perf_counter() - start, 3)
+    out["settings"] = {
+        "preset": preset,
+        "seed": seed,
+        "params": {n: params[n] for n in names},
+        "factors": list(codes.grid.names),
+        "factor_sizes": list(codes.grid.sizes),
+        "dropped_factors": codes.dropped_factors,
+        "num_codes": codes.num_codes,
+    }
+    out["seconds"] = seconds
+    if hasattr(codes, "encode_fn"):
+        out["encoder"] = {"images_encoded": codes.images_encoded, "encoder_calls": codes.encoder_calls,
+                          "distinct_points": codes.num_encoded, "grid_points": len(codes.grid),
+                          "cache": codes.cache}
+    return out
+
+
+def evaluate_model(model, dataset, preset: str = "fast", seed: int = 0, metrics=None, batch_size: int = 256,
+                   progress: bool = False, overrides: dict[str, dict] | None = None) -> dict:
+    """Score a model's representation (``model.representation``: encoder means for VAEs) on
+    the data set's factor grid; what ``train --eval-every`` and ``factorvae eval`` call."""
+    import torch
+
+    grid = getattr(dataset, "grid", None)
+    if grid is None:
+        name = getattr(dataset, "name", "this data set")
+        raise UserError(f"data set {name} has no ground-truth factors; metrics need a factor grid")
+    parse_metrics(metrics), preset_params(preset), check_overrides(overrides)  # fail before encoding
+    try:
+        device = next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        device = torch.device("cpu")
+
+    def encode(x):
+        return model.representation(x.to(device))
+
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        codes = Codes.from_encoder(encode, dataset.images, grid, batch_size=batch_size, progress=progress)
+        return evaluate(codes, metrics=metrics, preset=preset, seed=seed, overrides=overrides)
+    finally:
+        if was_training:
+            model.train()
+
+
+def headline(results: dict) -> dict[str, float]:
+    return {m: results[m][HEADLINE[m]] for m in METRICS if m in results}
+
+
+def format_table(results: dict) -> str:
+    """A plain-text table: one line per reported value, with each metric's seconds."""
+    lines = []
+    seconds = results.get("seconds", {})
+    width = max(len(f"{m}.{k}") for m in METRICS for k in REPORTED[m])
+    for m in METRICS:
+        if m not in results:
+            continue
+        for i, k in enumerate(REPORTED[m]):
+            v = results[m].get(k)
+            val = f"{v:.4f}" if isinstance(v, float) else str(v)
+            t = f"{seconds[m]:7.1f}s" if i == 0 and m in seconds else ""
+            lines.append(f"{m + '.' + k:<{width}}  {val:>8}  {t}")
+    fv = results.get("factor_vae")
+    if fv and fv.get("latent_factor"):
+        lines.append("factor_vae: latent -> factor  " + ", ".join(
+            f"z{d}:{f if f is not None else '-'}" for d, f in enumerate(fv["latent_factor"])))
+    s = results.get("settings", {})
+    foot = f"preset {s.get('preset')}, seed {s.get('seed')}, total {seconds.get('total', 0):.1f}s"
+    enc = results.get("encoder")
+    if enc:
+        foot += f", {enc['images_encoded']} images encoded ({enc['distinct_points']} distinct grid points)"
+    lines.append(foot)
+    return "\n".join(lines)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

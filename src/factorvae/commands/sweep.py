@@ -1,0 +1,72 @@
+"""`factorvae sweep SPEC --out DIR`: train and evaluate every trial of a sweep spec, locally
+(--workers N processes) or on a Ray cluster (--ray ADDRESS); rerunning skips finished trials,
+resumes interrupted ones and retries failed ones. See docs/reproduce.md."""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "sweep", help="run a sweep (methods x grids x seeds x data sets) and gather its results",
+        description="Train and evaluate every trial of a sweep spec (configs/sweeps/*.yaml) into DIR/trials/, "
+                    "then write DIR/results.csv and DIR/results.parquet. Running the same command again skips "
+                    "finished trials, resumes interrupted ones from their checkpoints and retries failed ones.")
+    p.add_argument("spec", help="sweep spec (YAML), e.g. configs/sweeps/smoke.yaml")
+    p.add_argument("--out", required=True, help="sweep directory")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local worker processes (default 1; 0 runs trials in this process); each gets cores/N torch threads")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run on Ray instead: 'local' starts a local instance, 'auto' joins the running cluster, "
+                        "or a cluster address; DIR must be on storage every node sees")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="Ray: CPUs per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0, help="Ray: GPUs per trial (default 0)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per trial (default: the spec's train.threads, else cores / workers); "
+                        "1 is often fastest on a shared machine")
+    p.add_argument("--only", metavar="TEXT", help="run only trials whose id contains TEXT")
+    p.add_argument("--dry-run", action="store_true", help="list the trials and their status; run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from factorvae.errors import UserError
+    from factorvae.sweep import inspect_trial, load_spec, run_sweep
+
+    sweep = load_spec(args.spec)
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    if args.ray and args.workers not in (0, 1):
+        raise UserError("--workers is for local runs; with --ray use --cpus-per-trial / --gpus-per-trial")
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
+        raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.dry_run:
+        out = Path(args.out)
+        print(f"sweep {sweep.name}: {len(sweep.trials)} trial(s)")
+        for t in sweep.trials:
+            if args.only and args.only not in t.id:
+                continue
+            st = inspect_trial(out / "trials" / t.id, t.to_dict())
+            print(f"  {st.status:<11} {t.id}  steps={t.config['train']['steps']}" + (f"  ({st.detail})" if st.detail else ""))
+        return 0
+    outcome = run_sweep(sweep, args.out, workers=args.workers, ray_address=args.ray,
+                        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                        progress=not args.no_progress, only=args.only, threads=args.threads)
+    counts = outcome.counts()
+    print(f"\nsweep {sweep.name}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+          + f" ({outcome.seconds:.0f} s)")
+    print(f"  table: {outcome.out / 'results.csv'}, {outcome.out / 'results.parquet'}")
+    bad = [r for r in outcome.rows if r["status"] not in ("finished", "pending")]
+    for r in bad[:20]:
+        print(f"  {r['status']:<11} {r['trial_id']}: {r.get('detail') or ''}")
+    if len(bad) > 20:
+        print(f"  ... and {len(bad) - 20} more (see results.csv)")
+    print(f"  report: factorvae report {outcome.out}")
+    sys.stdout.flush()
+    return 1 if any(r["status"] in ("failed", "corrupt", "mismatch") for r in outcome.rows) else 0

@@ -1,0 +1,351 @@
+"""`factorvae sweep`: spec expansion and validation, local runs (in-process and worker
+processes), skip / resume / retry, corrupt trial directories, and the results table."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from factorvae.sweep import aggregate, inspect_trial, load_spec, read_table, run_sweep
+
+TINY = {"z_dim": 3, "arch": {"channels": [4, 4, 4, 4], "fc": 8}}
+
+
+def micro_spec(steps: int = 20, gammas=(10,), betas=(1,), seeds=1, metrics=("factor_vae", "beta_vae")) -> dict:
+    """A sweep of tiny models on the toy data set: seconds per trial."""
+    methods = []
+    if betas:
+        methods.append({"name": "betavae", "grid": {"beta": list(betas)}})
+    if gammas:
+        methods.append({"name": "factorvae", "set": {"model.disc": {"hidden": 16, "layers": 2}},
+                        "grid": {"gamma": list(gammas)}})
+    return {
+        "name": "micro",
+        "base": {"data": {"name": "toy"}, "model": copy.deepcopy(TINY),
+                 "train": {"steps": steps, "log_every": 5, "ckpt_every": 5, "image_every": 10_000, "threads": 1,
+                           "true_tc_every": 10, "true_tc_samples": 100, "true_tc_data": 500}},
+        "methods": methods,
+        "seeds": seeds,
+        "eval": {"preset": "fast", "metrics": list(metrics), "recon_images": 256,
+                 "true_tc": {"samples": 100, "data": 500}, "log_likelihood": {"images": 4, "samples": 4}},
+    }
+
+
+def write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+# -- expansion -------------------------------------------------------------------------------
+
+def test_expansion_is_the_product_of_methods_grids_seeds_and_datasets():
+    spec = micro_spec(gammas=(10, 40), betas=(1, 4, 8), seeds=[3, 5])
+    spec["methods"][0]["grid"]["model.z_dim"] = [2, 3]  # a second grid axis, full path
+    sweep = load_spec(spec)
+    assert len(sweep.trials) == (3 * 2 + 2) * 2
+    ids = [t.id for t in sweep.trials]
+    assert len(set(ids)) == len(ids)
+    t = next(t for t in sweep.trials if t.method == "factorvae" and t.params == {"model.gamma": 40} and t.seed == 5)
+    assert t.id.startswith("factorvae-gamma40-seed5-") and len(t.id.split("-")[-1]) == 8
+    assert t.setting == "factorvae gamma=40"
+    assert t.config["model"]["gamma"] == 40 and t.config["train"]["seed"] == 5
+    assert t.config["model"]["disc"]["hidden"] == 16 and t.config["train"]["steps"] == 20
+    b = next(t for t in sweep.trials if t.method == "betavae" and t.params == {"model.beta": 8, "model.z_dim": 2})
+    assert b.id.startswith("betavae-beta8-z_dim2-seed") and b.config["model"]["z_dim"] == 2
+
+    # ids are stable, change with the experiment, not with machine-only keys
+    again = load_spec(copy.deepcopy(spec))
+    assert [t.id for t in again.trials] == ids
+    machine = copy.deepcopy(spec)
+    machine["base"]["train"].update(threads=2, device="cpu")
+    assert [t.id for t in load_spec(machine).trials] == ids
+    longer = copy.deepcopy(spec)
+    longer["base"]["train"]["steps"] = 21
+    assert not set(t.id for t in load_spec(longer).trials) & set(ids)
+    # data sets multiply too and appear in the id
+    two = copy.deepcopy(spec)
+    two["datasets"] = ["toy", {"name": "dsprites"}]
+    assert len(load_spec(two).trials) == 2 * len(ids)
+    assert any("-dsprites-" in t.id for t in load_spec(two).trials)
+
+
+def test_shipped_specs_expand():
+    root = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
+    paper = load_spec(root / "paper_2dshapes.yaml")
+    assert len(paper.trials) == 120 and {t.config["train"]["steps"] for t in paper.trials} == {300_000}
+    assert sorted({t.params.get("model.gamma") for t in paper.trials if t.method == "factorvae"}) == [10, 20, 30, 40, 50, 100]
+    assert sorted({t.params.get("model.beta") for t in paper.trials if t.method == "betavae"}) == [1, 2, 4, 6, 8, 16]
+    assert {t.seed for t in paper.trials} == set(range(10))
+    assert len(load_spec(root / "paper_3dshapes.yaml").trials) > 0
+    assert len(load_spec(root / "smoke.yaml").trials) == 4
+    assert len(load_spec(root / "reduced_2dshapes.yaml").trials) == 8
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda s: s["methods"].append({"name": "nosuchvae"}), "unknown model 'nosuchvae'"),
+    (lambda s: s["methods"][1]["grid"].update(gamma=[]), "non-empty list"),
+    (lambda s: s["methods"][1]["grid"].update(gamma=10), "non-empty list"),
+    (lambda s: s["methods"][1]["grid"].update(gamma=["abc"]), "model.gamma must be a number"),
+    (lambda s: s["methods"][0]["grid"].update(beta=[-1]), "model.beta must be >= 0"),
+    (lambda s: s.update(seeds=0), "seeds"),
+    (lambda s: s.update(seeds=[1, 1]), "repeated seed"),
+    (lambda s: s.update(colour="red"), "unknown key(s) colour"),
+    (lambda s: s["eval"].update(metrics=["nope"]), "eval.metrics"),
+    (lambda s: s["eval"].update(preset="slow"), "eval.preset"),
+    (lambda s: s["base"]["train"].update(stepz=3), "unknown train option(s): stepz"),
+    (lambda s: s.update(datasets=["mnist"]), "unknown data set 'mnist'"),
+    (lambda s: s.update(methods=[]), "'methods' must be a non-empty list"),
+])
+def test_bad_specs_give_one_message_and_exit_2(tmp_path, cli, mutate, message):
+    spec = micro_spec(betas=(1,), gammas=(10,))
+    mutate(spec)
+    code, out, err = cli("sweep", write_spec(tmp_path / "s.yaml", spec), "--out", tmp_path / "out")
+    assert code == 2, (out, err)
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out" / "trials").exists()
+
+
+def test_missing_or_unreadable_spec_file(tmp_path, cli):
+    code, _, err = cli("sweep", tmp_path / "nope.yaml", "--out", tmp_path / "o")
+    assert code == 2 and "not found" in err
+    (tmp_path / "bad.yaml").write_text("methods: [unclosed\n")
+    code, _, err = cli("sweep", tmp_path / "bad.yaml", "--out", tmp_path / "o")
+    assert code == 2 and "not a readable YAML file" in err
+
+
+# -- running ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    """Two trials run by the CLI in one worker process, then the table."""
+    from factorvae.cli import main
+
+    root = tmp_path_factory.mktemp("sweep")
+    spec = write_spec(root / "micro.yaml", micro_spec(steps=20))
+    out = root / "out"
+    t0 = time.time()
+    code = main(["sweep", str(spec), "--out", str(out), "--workers", "1", "--no-progress"])
+    return {"code": code, "out": out, "spec": spec, "seconds": time.time() - t0}
+
+
+def test_local_sweep_trains_evaluates_and_tabulates(finished_sweep):
+    out = finished_sweep["out"]
+    assert finished_sweep["code"] == 0
+    rows = read_table(out / "results.parquet")
+    csv_rows = read_table(out / "results.csv")
+    assert len(rows) == len(csv_rows) == 2 and {r["status"] for r in rows} == {"finished"}
+    assert [r["trial_id"] for r in rows] == [r["trial_id"] for r in csv_rows]
+    fv = next(r for r in rows if r["method"] == "factorvae")
+    for col in ("model.gamma", "train.steps", "train.seed", "factor_vae.eval_accuracy", "beta_vae.eval_accuracy",
+                "analysis.recon", "analysis.true_tc", "analysis.log_px", "analysis.log_px_k", "final.tc", "recon"):
+        assert fv.get(col) is not None, col
+    assert fv["model.gamma"] == 10.0 and fv["train.steps"] == 20 and fv["analysis.log_px_k"] == 4
+    assert 0 <= fv["factor_vae.eval_accuracy"] <= 1 and fv["recon"] == fv["analysis.recon"] > 0
+    bv = next(r for r in rows if r["method"] == "betavae")
+    assert bv.get("model.gamma") is None and bv["model.beta"] == 1.0
+    d = out / bv["dir"]
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "eval.json", "analysis.json", "trial.json",
+                 "checkpoints/last.pt", "images/traversal_ref0.png"):
+        assert (d / name).exists(), name
+    trial = json.loads((d / "trial.json").read_text())
+    assert trial["attempts"][-1]["status"] == "finished" and trial["attempts"][-1]["pid"] != os.getpid()
+    recs = [json.loads(x) for x in (out / fv["dir"] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "true_tc" in r] == [10, 20]
+
+
+def test_rerun_skips_finished_trials(finished_sweep, cli, monkeypatch):
+    import factorvae.sweep as sw
+
+    out = finished_sweep["out"]
+    evals = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/eval.json")}
+    monkeypatch.setattr(sw, "_train", lambda *a, **k: pytest.fail("a finished trial was trained again"))
+    code, stdout, _ = cli("sweep", finished_sweep["spec"], "--out", out, "--workers", "0", "--no-progress")
+    assert code == 0 and "2 finished" in stdout and "running 0" in stdout
+    assert {p: p.stat().st_mtime_ns for p in out.glob("trials/*/eval.json")} == evals
+
+
+def test_a_failing_trial_is_recorded_and_retried(tmp_path, cli, monkeypatch):
+    import factorvae.sweep as sw
+
+    spec = write_spec(tmp_path / "s.yaml", micro_spec(steps=10, gammas=(10,), betas=(1,), metrics=("factor_vae",)))
+    real = sw._train
+    calls = []
+
+    def flaky(cfg, out, resume, progress, dataset):
+        calls.append((Path(out).name, resume))
+        if cfg["model"]["name"] == "factorvae":
+            raise RuntimeError("boom: simulated crash")
+        return real(cfg, out, resume, progress, dataset)
+
+    monkeypatch.setattr(sw, "_train", flaky)
+    code, stdout, _ = cli("sweep", spec, "--out", tmp_path / "out", "--workers", "0", "--no-progress")
+    assert code == 1  # a failed trial: non-zero, but the others ran
+    rows = {r["method"]: r for r in aggregate(tmp_path / "out", write=False)}
+    assert rows["betavae"]["status"] == "finished"
+    assert rows["factorvae"]["status"] == "failed" and "boom" in rows["factorvae"]["detail"]
+    err = tmp_path / "out" / rows["factorvae"]["dir"] / "error.txt"
+    assert "Traceback" in err.read_text() and "RuntimeError: boom" in err.read_text()
+    assert "failed" in stdout and "boom" in stdout
+
+    monkeypatch.setattr(sw, "_train", real)
+    calls.clear()
+    monkeypatch.setattr(sw, "_train", lambda *a, **k: (calls.append(Path(a[1]).name), real(*a, **k))[1])
+    code, _, _ = cli("sweep", spec, "--out", tmp_path / "out", "--workers", "0", "--no-progress")
+    assert code == 0
+    assert calls == [rows["factorvae"]["trial_id"]]  # only the failed one ran again
+    assert not err.exists()
+    rows = read_table(tmp_path / "out" / "results.csv")
+    assert {r["status"] for r in rows} == {"finished"}
+    attempts = json.loads((tmp_path / "out" / "trials" / calls[0] / "trial.json").read_text())["attempts"]
+    assert [a["status"] for a in attempts] == ["failed", "finished"] and attempts[1]["from_status"] == "failed"
+
+
+def test_a_killed_trial_resumes_from_its_checkpoint(tmp_path, cli, monkeypatch):
+    import factorvae.sweep as sw
+
+    spec = micro_spec(steps=300, gammas=(), betas=(1,), metrics=("factor_vae",))
+    spec["base"]["train"].update(ckpt_every=10, log_every=10, true_tc_every=0)
+    path = write_spec(tmp_path / "s.yaml", spec)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "factorvae", "sweep", str(path), "--out", str(out), "--workers", "0",
+                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    ckpt = None
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            found = list(out.glob("trials/*/checkpoints/last.pt"))
+            if found:
+                state = torch.load(found[0], weights_only=True)
+                if state["step"] >= 30:
+                    ckpt = state["step"]
+                    break
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert ckpt is not None, "no checkpoint within the time limit"
+    d = next(out.glob("trials/*"))
+    st = inspect_trial(d)
+    assert st.status == "interrupted" and st.checkpoint_ok and 30 <= st.step < 300
+
+    real = sw._train
+    seen = []
+    monkeypatch.setattr(sw, "_train", lambda cfg, o, resume, *a: (seen.append(resume), real(cfg, o, resume, *a))[1])
+    code, _, err = cli("sweep", path, "--out", out, "--workers", "0", "--no-progress")
+    assert code == 0, err
+    assert seen == [True]
+    steps = [json.loads(x)["step"] for x in (d / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(10, 301, 10))  # no gap, no duplicate across the kill
+    attempts = json.loads((d / "trial.json").read_text())["attempts"]
+    assert attempts[-1]["from_status"] == "interrupted" and attempts[-1]["from_step"] >= 30
+    assert attempts[-1]["action"].startswith("resumed from step")
+
+
+def test_corrupt_trial_directories_are_reported_not_fatal(tmp_path, cli):
+    spec = micro_spec(steps=10, gammas=(10,), betas=(1, 4), metrics=("factor_vae",))
+    path = write_spec(tmp_path / "s.yaml", spec)
+    out = tmp_path / "out"
+    trials = {t.params.get("model.beta", "f"): t for t in load_spec(spec).trials}
+    # 1. half-written: unreadable config.yaml, no results -> moved to quarantine and rerun
+    d1 = out / "trials" / trials[1].id
+    d1.mkdir(parents=True)
+    (d1 / "config.yaml").write_text("model: {name: betavae\n  ::: [")
+    # 2. truncated checkpoint -> moved to quarantine and rerun
+    d2 = out / "trials" / trials[4].id
+    (d2 / "checkpoints").mkdir(parents=True)
+    (d2 / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    # 3. looks finished (results) but its trial.json is garbage -> left alone, reported
+    d3 = out / "trials" / trials["f"].id
+    d3.mkdir(parents=True)
+    (d3 / "trial.json").write_text("{not json")
+    (d3 / "eval.json").write_text('{"factor_vae": {"eval_accuracy": 0.5}}')
+    (d3 / "summary.json").write_text('{"steps": 10}')
+    # 4. a stray directory that is no trial of this spec
+    (out / "trials" / "stray").mkdir()
+    (out / "trials" / "stray" / "config.yaml").write_text("\x00\x01 not yaml: [")
+
+    code, stdout, err = cli("sweep", path, "--out", out, "--workers", "0", "--no-progress")
+    assert code == 1  # corrupt trials remain: non-zero, but no crash
+    rows = {r["trial_id"]: r for r in read_table(out / "results.parquet")}
+    assert rows[trials[1].id]["status"] == rows[trials[4].id]["status"] == "finished"
+    assert rows[trials["f"].id]["status"] == "corrupt" and "trial.json" in rows[trials["f"].id]["detail"]
+    assert (d3 / "eval.json").read_text() == '{"factor_vae": {"eval_accuracy": 0.5}}'  # results never touched
+    assert rows["stray"]["status"] == "corrupt"
+    quarantined = [r for r in rows.values() if r["status"] == "quarantined"]
+    assert len(quarantined) == 2 and any("checkpoint" in r["detail"] for r in quarantined)
+    assert all((out / r["dir"] / "QUARANTINED.txt").exists() for r in quarantined)
+    assert "corrupt" in stdout
+
+
+def test_ray_sweep_runs_trials_as_remote_tasks(tmp_path):
+    ray = pytest.importorskip("ray")
+    spec = micro_spec(steps=10, gammas=(10,), betas=(1,), metrics=("factor_vae",))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        outcome = run_sweep(spec, tmp_path / "out", ray_address="auto", cpus_per_trial=1, progress=False, log=None)
+    finally:
+        ray.shutdown()
+    assert [r["status"] for r in outcome.results] == ["finished", "finished"]
+    rows = read_table(tmp_path / "out" / "results.csv")
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"finished"}
+    for r in rows:
+        attempt = json.loads((tmp_path / "out" / r["dir"] / "trial.json").read_text())["attempts"][-1]
+        assert attempt["pid"] != os.getpid()  # ran in a Ray worker process
+
+
+def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path, cli):
+    path = write_spec(tmp_path / "s.yaml", micro_spec(steps=5, gammas=(), metrics=("factor_vae",)))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".sweep.lock").write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename}))
+    code, _, err = cli("sweep", path, "--out", out, "--workers", "0", "--no-progress")
+    assert code == 2 and "another sweep" in err
+    assert not any((out / "trials").glob("*"))
+    (out / ".sweep.lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename}))  # stale
+    code, _, err = cli("sweep", path, "--out", out, "--workers", "0", "--no-progress")
+    assert code == 0, err
+    assert not (out / ".sweep.lock").exists()
+
+
+def test_a_worker_process_that_dies_fails_only_its_trial(tmp_path, cli):
+    import threading
+
+    spec = micro_spec(steps=150, gammas=(), betas=(1, 4), metrics=("factor_vae",))
+    spec["base"]["train"]["true_tc_every"] = 0
+    path = write_spec(tmp_path / "s.yaml", spec)
+    out = tmp_path / "out"
+    victim = load_spec(spec).trials[0].id
+    killed = []
+
+    def kill_first_worker():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            try:
+                attempt = json.loads((out / "trials" / victim / "trial.json").read_text())["attempts"][-1]
+                if (out / "trials" / victim / "checkpoints" / "last.pt").exists():
+                    os.kill(attempt["pid"], signal.SIGKILL)  # a worker killed from outside (OOM killer, ...)
+                    killed.append(attempt["pid"])
+            except (OSError, ValueError, KeyError, IndexError):
+                pass
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=kill_first_worker)
+    thread.start()
+    code, stdout, _ = cli("sweep", path, "--out", out, "--workers", "1", "--no-progress")
+    thread.join()
+    assert killed and code == 1
+    rows = {r["trial_id"]: r for r in read_table(out / "results.csv")}
+    assert rows[victim]["status"] == "failed" and "worker process died" in rows[victim]["detail"]
+    other = next(t for t in rows if t != victim)
+    assert rows[other]["status"] == "finished"  # ran in a new pool after the crash

@@ -5,7 +5,7 @@ VENV    ?= .venv
 PYTHON  ?= python3
 BIN      = $(VENV)/bin
 DEMO_DIR ?= runs/demo
-DEMO_STEPS ?= 5000
+DEMO_STEPS ?= 4000
 
 .PHONY: setup demo test bench clean-venv
 

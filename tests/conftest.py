@@ -10,7 +10,9 @@ import torch
 
 
 def pytest_configure(config):
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # FACTORVAE_TEST_THREADS=1 when something else runs on the machine (2 threads per process oversubscribe)
+    threads = os.environ.get("FACTORVAE_TEST_THREADS")
+    torch.set_num_threads(int(threads) if threads else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from factorvae.metrics import suite
 
@@ -124,16 +125,16 @@ def tiny_run(tmp_path_factory, dsprites_data):
 
     out = tmp_path_factory.mktemp("runs") / "fvae"
     mp = pytest.MonkeyPatch()
-    mp.setitem(suite.PRESETS, "tiny", TINY)
+    mp.setitem(suite.PRESETS, "tiny", TINY)  # for the module: the run's config names it
     try:
         code = main(["train", "--model", "factorvae", "--steps", "20", "--seed", "2", "--out", str(out),
                      "--no-progress", "--eval-every", "10", "--set", "train.eval_preset=tiny",
                      "--set", "model.disc.hidden=64", "--set", "model.disc.layers=2",
                      "--set", "train.log_every=10", "--set", "train.image_every=1000"])
+        assert code == 0
+        yield out
     finally:
         mp.undo()
-    assert code == 0
-    return out
 
 
 def test_train_eval_every_logs_scores(tiny_run):
@@ -144,6 +145,26 @@ def test_train_eval_every_logs_scores(tiny_run):
         for key in ("eval/factor_vae.eval_accuracy", "eval/beta_vae.eval_accuracy", "eval/mig.discrete_mig",
                     "eval/dci.disentanglement", "eval/sap.SAP_score", "eval/modularity_explicitness.modularity_score"):
             assert 0.0 <= r[key] <= 1.0, key
+
+
+def test_train_eval_metrics_scores_only_those(tmp_path, dsprites_data, monkeypatch):
+    """train.eval_metrics restricts the Fig. 5 evaluation (the others cost minutes per point)."""
+    from factorvae.cli import main
+
+    monkeypatch.setitem(suite.PRESETS, "tiny", TINY)
+    out = tmp_path / "r"
+    code = main(["train", "--model", "betavae", "--steps", "6", "--out", str(out), "--no-progress",
+                 "--eval-every", "3", "--set", "train.eval_preset=tiny", "--set", "train.eval_metrics=mig,factor_vae",
+                 "--set", "train.log_every=3", "--set", "train.image_every=1000"])
+    assert code == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["train"]["eval_metrics"] == ["factor_vae", "mig"]  # canonical order
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in recs if any(k.startswith("eval/") for k in r)]
+    assert [r["step"] for r in evals] == [3, 6]
+    for r in evals:
+        metrics = {k.split("/")[1].split(".")[0] for k in r if k.startswith("eval/")}
+        assert metrics == {"factor_vae", "mig"}
 
 
 def test_eval_writes_eval_json_and_encodes_each_point_once(tiny_run, cli):

@@ -288,15 +288,15 @@ def test_corrupt_trial_directories_are_reported_not_fatal(tmp_path, cli):
     assert "corrupt" in stdout
 
 
-def test_ray_sweep_runs_trials_as_remote_tasks(tmp_path):
+def test_ray_sweep_runs_trials_as_remote_tasks(tmp_path, cli):
+    """`--ray local` starts a real local Ray instance, runs each trial as a Ray task, shuts it down."""
     ray = pytest.importorskip("ray")
-    spec = micro_spec(steps=10, gammas=(10,), betas=(1,), metrics=("factor_vae",))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        outcome = run_sweep(spec, tmp_path / "out", ray_address="auto", cpus_per_trial=1, progress=False, log=None)
-    finally:
-        ray.shutdown()
-    assert [r["status"] for r in outcome.results] == ["finished", "finished"]
+    path = write_spec(tmp_path / "s.yaml", micro_spec(steps=10, gammas=(10,), betas=(1,), metrics=("factor_vae",)))
+    code, stdout, err = cli("sweep", path, "--out", tmp_path / "out", "--ray", "local", "--cpus-per-trial", "1",
+                            "--no-progress")
+    assert code == 0, err
+    assert "2 finished" in stdout
+    assert not ray.is_initialized()  # the instance this command started is gone
     rows = read_table(tmp_path / "out" / "results.csv")
     assert len(rows) == 2 and {r["status"] for r in rows} == {"finished"}
     for r in rows:

@@ -108,6 +108,8 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path, cli, dsprites_data)
         (["--set", "train.batch_size=1"], "train.batch_size must be >= 2"),
         (["--set", "optim.vae.lr=0"], "optim.vae.lr must be > 0"),
         (["--set", "train.nonsense=1"], "unknown train option"),
+        (["--set", "train.eval_metrics=mig,nope"], "train.eval_metrics: unknown metric 'nope'"),
+        (["--set", "train.eval_preset=huge"], "train.eval_preset: unknown preset 'huge'"),
         (["--set", "gamma"], "--set expects key.path=value"),
         (["--config", "/nonexistent/cfg.yaml"], "config file not found"),
         (["--data-path", "/nonexistent/dsprites.npz"], "dSprites file not found"),

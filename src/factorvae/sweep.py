@@ -266,23 +266,6 @@ def resolve_eval(value) -> dict:
     return ev
 
 
-def _check_model(cfg: dict, where: str) -> None:
-    """Build the model once on the meta device (no memory, no compute): catches bad values
-    (e.g. gamma: abc) before anything is trained."""
-    import torch
-
-    from factorvae.data import get_dataset_info
-    from factorvae.methods import get_method
-
-    channels = get_dataset_info(cfg["data"]["name"]).channels
-    gen = torch.Generator()
-    try:
-        with torch.device("meta"):
-            get_method(cfg["model"]["name"])(cfg["model"], cfg["optim"], channels, gen)
-    except UserError as e:
-        raise UserError(f"{where}: {e}") from None
-
-
 def load_spec(source: str | Path | dict, base_dir: str | Path | None = None) -> Sweep:
     """Read and expand a sweep spec (a YAML file or a dict) into its trials; every bad value is
     a UserError naming where it is."""
@@ -313,7 +296,6 @@ def load_spec(source: str | Path | dict, base_dir: str | Path | None = None) -> 
     ev = resolve_eval(spec.get("eval"))
     eval_hash = stable_hash(ev)
     trials: dict[str, Trial] = {}
-    checked: set[str] = set()
     for i, m in enumerate(methods):
         mw = f"{where}: methods[{i}]"
         if not isinstance(m, dict) or not isinstance(m.get("name"), str):
@@ -355,10 +337,6 @@ def load_spec(source: str | Path | dict, base_dir: str | Path | None = None) -> 
                                       {"data": d} if d else {}, grid_layer, {"train": {"seed": seed}})
                     except UserError as e:
                         raise UserError(f"{mw} {point or ''}: {e}") from None
-                    key = stable_hash(experiment_config({**cfg, "train": {**cfg["train"], "seed": None}}))
-                    if key not in checked:
-                        _check_model(cfg, f"{mw} {point or ''}")
-                        checked.add(key)
                     chash = stable_hash(experiment_config(cfg))
                     ascii_label = m.get("label") and re.fullmatch(r"[A-Za-z0-9._-]+", str(m["label"]))
                     readable = "-".join([_slug(str(m["label"]) if ascii_label else method)]

@@ -125,7 +125,8 @@ def evaluate_during_training(model, dataset, cfg, step, run: RunDir, writer) -> 
     from factorvae.metrics.suite import evaluate_model
 
     model.eval()
-    scores = evaluate_model(model, dataset, preset=cfg["train"]["eval_preset"], seed=cfg["train"]["seed"])
+    t = cfg["train"]
+    scores = evaluate_model(model, dataset, preset=t["eval_preset"], seed=t["seed"], metrics=t.get("eval_metrics"))
     flat = {}
     for metric, vals in scores.items():
         if isinstance(vals, dict) and metric not in ("settings", "seconds", "encoder"):

@@ -116,14 +116,19 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """z (B, z_dim) -> Bernoulli logits (B, C, 64, 64)."""
 
-    def __init__(self, spec: ArchSpec, z_dim: int):
+    def __init__(self, spec: ArchSpec, z_dim: int, batchnorm: bool = False):
+        """``batchnorm``: BatchNorm before each hidden ReLU (GAN generators: DCGAN, WGAN-GP);
+        the VAE decoders of the paper have none."""
         super().__init__()
         chans = list(spec.channels[::-1])  # 64, 64, 32, 32
         s = spec.feature_size
+        bn1 = (lambda n: [nn.BatchNorm1d(n)]) if batchnorm else (lambda n: [])
         self.fc = nn.Sequential(
             nn.Linear(z_dim, spec.fc),
+            *bn1(spec.fc),
             nn.ReLU(inplace=True),
             nn.Linear(spec.fc, chans[0] * s * s),
+            *bn1(chans[0] * s * s),
             nn.ReLU(inplace=True),
             nn.Unflatten(1, (chans[0], s, s)),
         )
@@ -132,6 +137,8 @@ class Decoder(nn.Module):
         for i, (c_in, c_out) in enumerate(zip(chans, outs)):
             layers.append(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1))
             if i < len(outs) - 1:
+                if batchnorm:
+                    layers.append(nn.BatchNorm2d(c_out))
                 layers.append(nn.ReLU(inplace=True))
         self.deconv = nn.Sequential(*layers)
         self.to(memory_format=_CL)

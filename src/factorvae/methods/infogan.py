@@ -27,7 +27,10 @@ Defaults (the paper gives only the grid, spec §11): 4 continuous codes + 1 cate
 {0, 0.1, ..., 1}); λ_gp = 10, n_critic = 5, Adam lr 1e-4 betas (0.5, 0.9) for both networks
 (Gulrajani et al.; grid: generator lr {1e-3, 1e-4}, critic lr {1e-4, 1e-5}); LeakyReLU(0.2) in
 the critic (DCGAN / InfoGAN's choice; ``critic_leak: 0`` is the encoder's ReLU exactly);
-Q's Gaussian variance fixed at 1 (InfoGAN's code fixes the std).
+Q's Gaussian variance fixed at 1 (InfoGAN's code fixes the std); BatchNorm in the generator
+(``generator_norm: batch``; DCGAN, InfoGAN and WGAN-GP's generators have it, the critic must not):
+without it the generator's logits run to −∞ within a few hundred steps on dSprites-like data
+(blank images, vanishing gradients through the sigmoid; docs/methods.md).
 
 Representation for metrics: Q's prediction of the codes, one dimension per code: the predicted
 mean of each continuous code, then the arg-max class (as a float) of each categorical code.
@@ -96,7 +99,7 @@ class InfoWGANGP(Method):
     name = "infowgan_gp"
     defaults = {
         "noise_dim": 10, "n_cont": 4, "cat_sizes": [3], "lambda_info": 1.0, "lambda_gp": 10.0,
-        "n_critic": 5, "q_variance": "fixed", "critic_leak": 0.2,
+        "n_critic": 5, "q_variance": "fixed", "critic_leak": 0.2, "generator_norm": "batch",
     }
     needs_second_batch = True
     optim_sections = ("gen", "critic")
@@ -128,6 +131,8 @@ class InfoWGANGP(Method):
         if c["q_variance"] not in ("fixed", "learned"):
             raise UserError(f"model.q_variance must be 'fixed' or 'learned', got {c['q_variance']!r}")
         self.learned_variance = c["q_variance"] == "learned"
+        if c["generator_norm"] not in ("batch", "none"):
+            raise UserError(f"model.generator_norm must be 'batch' or 'none', got {c['generator_norm']!r}")
         leak = check_number("model", "critic_leak", c["critic_leak"], minimum=0)
         if leak >= 1:
             raise UserError(f"model.critic_leak must be in [0, 1), got {leak!r}")
@@ -138,7 +143,7 @@ class InfoWGANGP(Method):
         self.latent_dim = self.noise_dim + self.z_dim
         self.input_dim = self.noise_dim + self.n_cont + sum(self.cat_sizes)
         q_dim = self.n_cont * (2 if self.learned_variance else 1) + sum(self.cat_sizes)
-        self.generator_net = Decoder(self.arch, self.input_dim)
+        self.generator_net = Decoder(self.arch, self.input_dim, batchnorm=c["generator_norm"] == "batch")
         self.critic = Critic(self.arch, q_dim, leak)
         self.gen_optim = make_adam(self.generator_net.parameters(), optim_cfg.get("gen", {}), "optim.gen")
         self.critic_optim = make_adam(self.critic.parameters(), optim_cfg.get("critic", {}), "optim.critic")

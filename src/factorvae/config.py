@@ -115,19 +115,17 @@ def resolve(*layers: dict) -> dict:
     for key in ("log_every", "ckpt_every", "image_every"):
         t[key] = check_number("train", key, t[key], minimum=1, integer=True)
     t["eval_every"] = check_number("train", "eval_every", t["eval_every"], minimum=0, integer=True)
-    if t["eval_metrics"] is not None:
-        from factorvae.metrics.suite import parse_metrics
-
-        try:
-            t["eval_metrics"] = parse_metrics(t["eval_metrics"])
-        except UserError as e:
-            raise UserError(f"train.eval_metrics: {e}") from None
-    from factorvae.metrics.suite import preset_params
+    from factorvae.metrics.suite import parse_metrics, preset_params
 
     try:
         preset_params(str(t["eval_preset"]))
     except UserError as e:
         raise UserError(f"train.eval_preset: {e}") from None
+    if t["eval_metrics"] is not None:
+        try:
+            t["eval_metrics"] = parse_metrics(t["eval_metrics"])
+        except UserError as e:
+            raise UserError(f"train.eval_metrics: {e}") from None
     t["threads"] = check_number("train", "threads", t["threads"], minimum=0, integer=True)
     for key in ("true_tc_every", "true_tc_samples", "true_tc_data"):
         t[key] = check_number("train", key, t[key], minimum=0, integer=True)

@@ -164,7 +164,7 @@ def test_local_sweep_trains_evaluates_and_tabulates(finished_sweep):
 
 
 def test_rerun_skips_finished_trials(finished_sweep, cli, monkeypatch):
-    import factorvae.sweep as sw
+    import factorvae.sweep.trial as sw
 
     out = finished_sweep["out"]
     evals = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/eval.json")}
@@ -175,7 +175,7 @@ def test_rerun_skips_finished_trials(finished_sweep, cli, monkeypatch):
 
 
 def test_a_failing_trial_is_recorded_and_retried(tmp_path, cli, monkeypatch):
-    import factorvae.sweep as sw
+    import factorvae.sweep.trial as sw
 
     spec = write_spec(tmp_path / "s.yaml", micro_spec(steps=10, gammas=(10,), betas=(1,), metrics=("factor_vae",)))
     real = sw._train
@@ -211,7 +211,7 @@ def test_a_failing_trial_is_recorded_and_retried(tmp_path, cli, monkeypatch):
 
 
 def test_a_killed_trial_resumes_from_its_checkpoint(tmp_path, cli, monkeypatch):
-    import factorvae.sweep as sw
+    import factorvae.sweep.trial as sw
 
     spec = micro_spec(steps=300, gammas=(), betas=(1,), metrics=("factor_vae",))
     spec["base"]["train"].update(ckpt_every=10, log_every=10, true_tc_every=0)

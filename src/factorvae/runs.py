@@ -1,19 +1,20 @@
-"""The run directory, the unit of record (DESIGN.md):
+"""The run directory, the unit of record; ``RunDir`` is its one reader and writer:
 
     config.yaml       complete, resolved config
     metrics.jsonl     one JSON object per logged step
     checkpoints/      last.pt: model, optimisers, RNG states, step (atomic; weights_only load)
     tb/               TensorBoard events
-    images/           reconstructions, samples, traversals (PNG + GIF), per-dimension KL
-    eval.json         metric scores (``factorvae eval``)
+    images/           reconstructions, samples, traversals (PNG + GIF), kl_per_dim.json
+    eval.json         metric scores (``factorvae eval``, the sweep): the suite's result dict
     summary.json      final losses, active dimensions, where the images are
+
+Every file but metrics.jsonl (appended line by line) is written atomically (factorvae.io).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,10 @@ import torch
 import yaml
 
 from factorvae.config import dump, resolve
+from factorvae.data import get_dataset_info, load_dataset
 from factorvae.errors import UserError
+from factorvae.io import atomic_write, atomic_write_json, atomic_write_text, read_json
+from factorvae.methods import get_method
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -38,25 +42,6 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(file)`` on a temp file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
-
-
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -67,8 +52,25 @@ class RunDir:
     images = property(lambda self: self.path / "images")
     tb = property(lambda self: self.path / "tb")
 
+    summary_path = property(lambda self: self.path / "summary.json")
+    eval_path = property(lambda self: self.path / "eval.json")
+
     def exists(self) -> bool:
         return self.config_path.exists()
+
+    # -- JSON records (None when missing or unreadable) ---------------------------------------
+    def read_summary(self) -> dict | None:
+        return _mapping(read_json(self.summary_path))
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.summary_path, summary)
+
+    def read_eval(self) -> dict | None:
+        return _mapping(read_json(self.eval_path))
+
+    def write_eval(self, results: dict) -> None:
+        """The metric suite's result dict (factorvae.metrics.suite.evaluate_model), as is."""
+        atomic_write_json(self.eval_path, results)
 
     def read_config(self) -> dict:
         if not self.config_path.exists():
@@ -82,7 +84,7 @@ class RunDir:
         return resolve(raw)
 
     def write_config(self, cfg: dict) -> None:
-        atomic_write_bytes(self.config_path, lambda f: f.write(dump(cfg).encode()))
+        atomic_write_text(self.config_path, dump(cfg))
 
     # -- metrics.jsonl ----------------------------------------------------------------------
     def append_metrics(self, record: dict) -> None:
@@ -90,15 +92,30 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics_path.exists():
+        """The logged records; lines that are not a JSON object (cut by a kill mid-write) skip."""
+        try:
+            lines = self.metrics_path.read_text().splitlines()
+        except OSError:  # missing or unreadable: nothing logged
             return []
         out = []
-        for line in self.metrics_path.read_text().splitlines():
+        for line in lines:
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut by a kill mid-write
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
         return out
+
+    def last_step(self) -> int | None:
+        """The step of the last logged record (None: nothing logged)."""
+        step = None
+        for rec in self.read_metrics():
+            try:
+                step = int(rec.get("step", step))
+            except (ValueError, TypeError):
+                continue
+        return step
 
     def truncate_metrics(self, step: int) -> None:
         """Drop records after ``step`` (a resumed run re-logs them)."""
@@ -106,7 +123,7 @@ class RunDir:
             return
         keep = [r for r in self.read_metrics() if r.get("step", 0) <= step]
         text = "".join(json.dumps(r) + "\n" for r in keep)
-        atomic_write_bytes(self.metrics_path, lambda f: f.write(text.encode()))
+        atomic_write_text(self.metrics_path, text)
 
     # -- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self, model, step: int, generators: dict[str, torch.Generator]) -> None:
@@ -117,7 +134,15 @@ class RunDir:
             "optim": {k: o.state_dict() for k, o in model.optimizers().items()},
             "rng": {k: g.get_state() for k, g in generators.items()},
         }
-        atomic_write_bytes(self.ckpt_path, lambda f: torch.save(state, f))
+        atomic_write(self.ckpt_path, lambda f: torch.save(state, f))
+
+    def checkpoint_readable(self) -> bool:
+        """Cheap check of the checkpoint (a zip file): a truncated one has no central directory."""
+        try:
+            with zipfile.ZipFile(self.ckpt_path) as z:
+                return bool(z.namelist())
+        except (OSError, zipfile.BadZipFile, ValueError):
+            return False
 
     def load_checkpoint(self, map_location="cpu") -> dict:
         path = self.ckpt_path
@@ -152,8 +177,6 @@ class Run:
 
 
 def build_model(cfg: dict, in_channels: int, device: torch.device, seed: int | None = None):
-    from factorvae.methods import get_method
-
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg["train"]["seed"] if seed is None else seed)
     # Parameters are initialised from torch's global RNG; seed it so a seed means one model.
@@ -170,16 +193,10 @@ def load_run(run_dir: str | Path, device: str = "cpu", load_data: bool = True, p
     dev = pick_device(device)
     dataset = None
     if load_data:
-        from factorvae.data import load_dataset
-
-        d = cfg["data"]
-        dataset = load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress, channels=d.get("channels"))
+        dataset = open_dataset(cfg, progress)
         channels = dataset.channels
     else:
-        from factorvae.data import get_dataset_info
-
-        channels = cfg["data"].get("channels")
-        channels = channels if channels in (1, 3) else get_dataset_info(cfg["data"]["name"]).channels
+        channels = data_channels(cfg)
     model, gen = build_model(cfg, channels, dev)
     state = rd.load_checkpoint(map_location=dev)
     if state.get("model_name") != model.name:
@@ -187,3 +204,19 @@ def load_run(run_dir: str | Path, device: str = "cpu", load_data: bool = True, p
     step = RunDir.restore(model, state, {})
     model.eval()
     return Run(rd.path, cfg, model, dataset, step)
+
+
+def _mapping(obj) -> dict | None:
+    return obj if isinstance(obj, dict) else None
+
+
+def open_dataset(cfg: dict, progress: bool = False):
+    """The data set of a resolved config: the one call train, eval and the sweep load data with."""
+    d = cfg["data"]
+    return load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress, channels=d.get("channels"))
+
+
+def data_channels(cfg: dict) -> int:
+    """Image channels of a resolved config's data set without loading it."""
+    channels = cfg["data"].get("channels")
+    return channels if channels in (1, 3) else get_dataset_info(cfg["data"]["name"]).channels

@@ -3,14 +3,18 @@ logging, checkpoints, images and evaluation."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
 
-from factorvae.runs import RunDir, atomic_write_json, build_model, pick_device
+from factorvae.metrics.suite import evaluate_model
+from factorvae.metrics.tc import model_total_correlation
+from factorvae.runs import RunDir, build_model, open_dataset, pick_device
+from factorvae.viz.traversals import kl_per_dim, write_run_images
 
 
 def active_dims(kl: np.ndarray | None, threshold: float = 0.1) -> list[int]:
@@ -20,19 +24,13 @@ def active_dims(kl: np.ndarray | None, threshold: float = 0.1) -> list[int]:
 
 def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = True, dataset=None) -> dict:
     """Train ``cfg`` into run directory ``out`` (resuming from its checkpoint); returns the summary."""
-    from tqdm.auto import tqdm
-
-    from factorvae.data import load_dataset
-    from factorvae.viz.traversals import write_run_images
-
     t = cfg["train"]
     if t["threads"]:
         torch.set_num_threads(t["threads"])
     device = pick_device(t["device"])
     run = RunDir(out)
     if dataset is None:
-        d = cfg["data"]
-        dataset = load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress, channels=d.get("channels"))
+        dataset = open_dataset(cfg, progress)
     if dataset.grid is None:
         cfg["data"]["channels"] = dataset.channels  # what "auto" chose, for load_run
     dataset.to(device)
@@ -51,9 +49,6 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg)
     model.train()
-
-    from torch.utils.tensorboard import SummaryWriter
-
     writer = SummaryWriter(str(run.tb), purge_step=step if resume else None)
     sums: dict[str, torch.Tensor] = {}
     count, t_last, last = 0, time.perf_counter(), {}
@@ -92,10 +87,8 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
         bar.close()
         writer.flush()
 
-    written = write_run_images(model, dataset, run.images)
-    kl = None
-    if "kl_per_dim" in written:
-        kl = np.array(json.loads(Path(written["kl_per_dim"]).read_text())["kl"])
+    kl = kl_per_dim(model, dataset)
+    written = write_run_images(model, dataset, run.images, kl=kl)
     if t["steps"] == 0 or not run.ckpt_path.exists():
         run.save_checkpoint(model, step, generators)
     summary = {
@@ -104,15 +97,13 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
         "kl_per_dim": None if kl is None else [round(float(v), 4) for v in kl],
         "active_dims": active_dims(kl), "images": written, "run_dir": str(run.path),
     }
-    atomic_write_json(run.path / "summary.json", summary)
+    run.write_summary(summary)
     writer.close()
     return summary
 
 
 def log_true_tc(model, dataset, t: dict) -> float:
-    """True TC of the aggregate posterior (metrics/tc.py) with its own random state."""
-    from factorvae.metrics.tc import model_total_correlation
-
+    """True TC of the aggregate posterior (Section 4, Fig. 7) with its own random state."""
     tc = model_total_correlation(model, dataset, t["true_tc_samples"], t["true_tc_data"], seed=t["seed"])["true_tc"]
     model.train()
     return tc
@@ -122,8 +113,6 @@ def evaluate_during_training(model, dataset, cfg, step, run: RunDir, writer) -> 
     """Score the current model (paper Fig. 5 curves); logged to metrics.jsonl and TensorBoard."""
     if dataset.grid is None:
         return None
-    from factorvae.metrics.suite import evaluate_model
-
     model.eval()
     t = cfg["train"]
     scores = evaluate_model(model, dataset, preset=t["eval_preset"], seed=t["seed"], metrics=t.get("eval_metrics"))

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from factorvae.runs import atomic_write_bytes, atomic_write_json
+from factorvae.io import atomic_write, atomic_write_json
+from factorvae.methods.base import gaussian_kl_per_dim
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -39,7 +40,7 @@ def grid_image(images: np.ndarray, nrow: int, pad: int = 2, labels: list[str] | 
 
 
 def save_png(img: Image.Image, path: Path) -> Path:
-    atomic_write_bytes(path, lambda f: img.save(f, format="PNG"))
+    atomic_write(path, lambda f: img.save(f, format="PNG"))
     return path
 
 
@@ -52,16 +53,17 @@ def reference_indices(dataset, count: int = 3) -> np.ndarray:
 @torch.no_grad()
 def kl_per_dim(model, dataset, n: int = 1024, batch: int = 256) -> np.ndarray | None:
     """Mean KL(q(z_j|x) || N(0,1)) per dimension over n fixed images (None if the model has no
-    Gaussian posterior)."""
-    from factorvae.methods.base import gaussian_kl_per_dim
-
+    Gaussian posterior), with the model in eval mode."""
     if not hasattr(model, "encoder"):
         return None
+    was_training = model.training
+    model.eval()
     idx = np.random.default_rng(7).choice(len(dataset), size=min(n, len(dataset)), replace=False)
     total = 0
     for s in range(0, len(idx), batch):
         mean, logvar = model.encode(dataset.images(idx[s : s + batch]))
         total = total + gaussian_kl_per_dim(mean, logvar) * len(mean)
+    model.train(was_training)
     return (total / len(idx)).cpu().numpy()
 
 
@@ -81,15 +83,16 @@ def traversal_frames(model, x: torch.Tensor, limit: float = 2.0, steps: int = 10
 
 @torch.no_grad()
 def write_run_images(model, dataset, out_dir: Path, step: int | None = None, limit: float = 2.0, steps: int = 10,
-                     references: int = 3, seed: int = 0) -> dict:
-    """Reconstructions, prior samples, traversals (PNG per reference + one GIF) and KL per dim.
-    Returns {kind: path} of what was written."""
+                     references: int = 3, seed: int = 0, kl: np.ndarray | None = None) -> dict:
+    """Reconstructions, prior samples, traversals (PNG per reference + one GIF) and KL per dim
+    (``kl``: already computed by ``kl_per_dim``). Returns {kind: path} of what was written."""
     was_training = model.training
     model.eval()
     out_dir = Path(out_dir)
     tag = "" if step is None else f"_{step:08d}"
     written: dict = {}
-    kl = kl_per_dim(model, dataset)
+    if kl is None:
+        kl = kl_per_dim(model, dataset)
     order_note = None
     if kl is not None:
         atomic_write_json(out_dir / "kl_per_dim.json", {"step": step, "kl": [float(v) for v in kl]})
@@ -130,7 +133,7 @@ def write_run_images(model, dataset, out_dir: Path, step: int | None = None, lim
         tiles = to_uint8(frames[:, :, t].permute(1, 0, 2, 3, 4).reshape(-1, *frames.shape[3:]))
         gif_frames.append(grid_image(tiles, nrow=len(dims), labels=labels))
     gif = out_dir / f"traversal{tag}.gif"
-    atomic_write_bytes(gif, lambda f: gif_frames[0].save(f, format="GIF", save_all=True, append_images=gif_frames[1:],
+    atomic_write(gif, lambda f: gif_frames[0].save(f, format="GIF", save_all=True, append_images=gif_frames[1:],
                                                        duration=120, loop=0))
     written["traversal_gif"] = str(gif)
     if was_training:

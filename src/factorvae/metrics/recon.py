@@ -1,0 +1,37 @@
+"""Reconstruction error as the paper reports it (Kim & Mnih 2018, Section 4 and Fig. 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from factorvae.methods.base import gaussian_kl_per_dim
+
+
+def reconstruction_error(model, dataset, num_images: int = 10000, seed: int = 0, batch: int = 256) -> dict:
+    """The paper's reconstruction error on a fixed random set of images (the same for every trial
+    with the same seed): Bernoulli NLL -log p(x|z), summed over pixels, mean over images, with one
+    z ~ q(z|x) per image as in the training loss (``recon``) and at the encoder mean
+    (``recon_at_mean``); also KL(q(z|x)||p(z)) and the ELBO = -(recon + kl), all nats per image."""
+    was_training = model.training
+    model.eval()
+    n = min(int(num_images), len(dataset))
+    idx = np.sort(np.random.default_rng(seed).choice(len(dataset), size=n, replace=False))
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(int(seed) + 3)
+    tot = {"recon": 0.0, "recon_at_mean": 0.0, "kl": 0.0}
+    with torch.no_grad():
+        for a in range(0, n, batch):
+            x = dataset.images(idx[a : a + batch]).to(device)
+            mean, logvar = model.encode(x)
+            z = mean + torch.randn(mean.shape, generator=gen, device=device) * torch.exp(0.5 * logvar)
+            tot["recon"] += float(F.binary_cross_entropy_with_logits(model.decode(z), x, reduction="sum"))
+            tot["recon_at_mean"] += float(F.binary_cross_entropy_with_logits(model.decode(mean), x, reduction="sum"))
+            tot["kl"] += float(gaussian_kl_per_dim(mean, logvar).sum()) * len(x)
+    if was_training:
+        model.train()
+    out = {k: v / n for k, v in tot.items()}
+    out["elbo"] = -(out["recon"] + out["kl"])
+    out["recon_images"] = n
+    return out

@@ -1,0 +1,134 @@
+"""Running one trial: train (or resume) its run directory, then evaluate it. Runs in a worker
+process (local pool or Ray task) or in-process; never raises for a failing trial."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from factorvae.io import atomic_write_json
+from factorvae.methods.base import GaussianVAEBase
+from factorvae.metrics.likelihood import estimate_log_likelihood
+from factorvae.metrics.recon import reconstruction_error
+from factorvae.metrics.suite import evaluate_model
+from factorvae.metrics.tc import model_total_correlation
+from factorvae.runs import RunDir, load_run, open_dataset
+from factorvae.sweep.spec import Trial
+from factorvae.sweep.trialdir import TrialState, inspect_trial, quarantine, write_error, write_trial_json
+from factorvae.train import train
+
+_DATASETS: dict = {}
+
+
+def _load_dataset(cfg: dict):
+    """Each worker process keeps its data sets (memory-mapped; shared pages across processes)."""
+    d = cfg["data"]
+    key = (d["name"], d.get("path"), d.get("cache_dir"), d.get("channels"))
+    if key not in _DATASETS:
+        _DATASETS[key] = open_dataset(cfg, progress=False)
+    return _DATASETS[key]
+
+
+def _train(cfg, out, resume, progress, dataset):  # a seam for tests (fault injection)
+    return train(cfg, out, resume=resume, progress=progress, dataset=dataset)
+
+
+def run_trial(trial: Trial, trial_dir: str, threads: int = 0, progress: bool = False) -> dict:
+    """Train (or resume) and evaluate one trial; never raises for a failing trial: the traceback
+    goes to ``trial_dir/error.txt`` and the result says ``failed``."""
+    d = Path(trial_dir)
+    t0 = time.time()
+    result = {"id": trial.id, "status": "failed", "action": "", "seconds": 0.0, "error": ""}
+    attempt = {"id": os.urandom(4).hex(), "start": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": os.uname().nodename,
+               "pid": os.getpid()}
+    old_threads = 0
+    try:
+        threads = int(trial.config["train"].get("threads") or threads or 0)  # the spec's, else the engine's
+        if threads:
+            old_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
+        state = inspect_trial(d, trial)
+        if state.status == "finished":
+            return {**result, "status": "finished", "action": "skipped"}
+        if state.status == "mismatch" or (state.status == "corrupt" and state.has_results):
+            msg = f"{state.detail}; holds results, left untouched: inspect or remove {d} to rerun it"
+            return {**result, "status": state.status, "action": "left alone", "error": msg}
+        if state.status == "corrupt":
+            moved = quarantine(d, state.detail)
+            attempt["restarted_from_corrupt"] = f"{state.detail} (moved to {moved})"
+            state = TrialState("pending", trial=trial)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "error.txt").unlink(missing_ok=True)
+        cfg = copy.deepcopy(trial.config)
+        cfg["train"]["threads"] = threads
+        if state.status != "trained" and not state.checkpoint_ok and (d / "config.yaml").exists():
+            # started, but no checkpoint: nothing worth keeping in the run files; start over
+            for p in ("metrics.jsonl", "summary.json", "eval.json", "analysis.json"):
+                (d / p).unlink(missing_ok=True)
+            shutil.rmtree(d / "tb", ignore_errors=True)
+        attempt["from_status"] = state.status
+        attempt["from_step"] = state.step if state.checkpoint_ok else 0
+        write_trial_json(d, trial, attempt)
+        dataset = _load_dataset(cfg)
+        if state.status != "trained":
+            resume = state.checkpoint_ok
+            result["action"] = f"resumed from step {state.step}" if resume else "trained"
+            _train(cfg, d, resume, progress, dataset)
+        else:
+            result["action"] = "evaluated"
+        evaluate_trial(d, trial, dataset)
+        result["status"] = "finished"
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 - one failing trial never stops the sweep
+        write_error(d, trial.id, traceback.format_exc())
+        result["error"] = f"{type(e).__name__}: {e}"[:500]
+    finally:
+        if old_threads:
+            torch.set_num_threads(old_threads)
+    result["seconds"] = round(time.time() - t0, 2)
+    attempt.update({"seconds": result["seconds"], "status": result["status"], "action": result["action"]})
+    if result["error"]:
+        attempt["error"] = result["error"]
+    try:
+        write_trial_json(d, trial, attempt)
+    except OSError:
+        pass
+    return result
+
+
+def evaluate_trial(d: Path, trial: Trial, dataset) -> dict:
+    """Metric suite -> eval.json; reconstruction error, true TC and log p(x) -> analysis.json
+    (written last, with the eval hash: its presence marks the trial finished)."""
+    ev = trial.eval
+    run = load_run(d, device=trial.config["train"]["device"], load_data=False)
+    model = run.model
+    dataset.to(next(model.parameters()).device)
+    t0 = time.time()
+    scores: dict = {}
+    if ev["metrics"] != [] and dataset.grid is not None:
+        scores = evaluate_model(model, dataset, preset=ev["preset"], seed=ev["seed"], metrics=ev["metrics"])
+    RunDir(d).write_eval(scores)
+    t_metrics = time.time() - t0
+    analysis: dict = {"eval_hash": trial.eval_hash, "eval": ev, "step": run.step}
+    if not isinstance(model, GaussianVAEBase):  # the analyses need q(z|x) Gaussian and p(x|z) Bernoulli
+        analysis["note"] = f"no reconstruction / TC / log p(x) analysis for model {model.name!r}"
+        ev = {**ev, "recon_images": 0, "true_tc": None, "log_likelihood": None}
+    with torch.no_grad():
+        if ev["recon_images"]:
+            analysis.update(reconstruction_error(model, dataset, ev["recon_images"], seed=ev["seed"]))
+        if ev["true_tc"]:
+            analysis.update(model_total_correlation(model, dataset, ev["true_tc"]["samples"], ev["true_tc"]["data"],
+                                                    seed=ev["seed"]))
+        if ev["log_likelihood"] and ev["log_likelihood"]["images"] and ev["log_likelihood"]["samples"]:
+            analysis.update(estimate_log_likelihood(model, dataset, ev["log_likelihood"]["images"],
+                                                    ev["log_likelihood"]["samples"], seed=ev["seed"]))
+    analysis["seconds"] = {"metrics": round(t_metrics, 2), "analysis": round(time.time() - t0 - t_metrics, 2)}
+    atomic_write_json(d / "analysis.json", analysis)
+    return analysis

@@ -164,7 +164,7 @@ def test_true_tc_is_logged_beside_the_discriminator_and_leaves_training_unchange
 def test_metric_correlations_match_scipy_with_p_values():
     from scipy import stats
 
-    from factorvae.viz.report import correlations
+    from factorvae.report import correlations
 
     rng = np.random.default_rng(0)
     x = rng.uniform(size=12)

@@ -83,7 +83,7 @@ def fabricate(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    from factorvae.viz.report import build_report
+    from factorvae.report import build_report
 
     out = tmp_path_factory.mktemp("sweep")
     special = fabricate(out)
@@ -139,10 +139,10 @@ def test_report_tables_verdict_and_problems(report):
 def test_correlation_in_report_matches_scipy(report):
     from scipy import stats
 
-    from factorvae.sweep import read_table
+    from factorvae.sweep import aggregate
 
     out, _, rep = report
-    rows = [r for r in read_table(out / "results.parquet") if r["status"] == "finished"]
+    rows = [r for r in aggregate(out, write=False) if r["status"] == "finished"]
     x = [r["factor_vae.eval_accuracy"] for r in rows]
     y = [r["beta_vae.eval_accuracy"] for r in rows]
     assert rep["correlation"]["kendall"][0] == pytest.approx(stats.kendalltau(x, y)[0])
@@ -165,3 +165,10 @@ def test_report_cli_errors(tmp_path, cli, report):
     assert code == 2 and "not a column" in err
     code, out, err = cli("report", report[0], "--out", tmp_path / "r2")
     assert code == 0 and "FactorVAE beats" in out and (tmp_path / "r2" / "report.html").exists()
+
+
+def test_report_only_reads_the_sweep(report):
+    out, _, rep = report
+    # the table is the sweep's to write (factorvae sweep); the report writes under report/ only
+    assert not (out / "results.csv").exists() and not (out / "results.parquet").exists()
+    assert rep["summary"].parent == out / "report"

@@ -19,7 +19,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from factorvae.errors import UserError
-    from factorvae.viz.report import build_report
+    from factorvae.report import build_report
 
     if not 0 <= args.tolerance < 10:
         raise UserError(f"--tolerance must be in [0, 10), got {args.tolerance}")

@@ -1,11 +1,11 @@
 """The paper's figures as matplotlib (Agg) PNGs, drawn from plain data (no run directories here;
-viz/report.py gathers the data):
+factorvae.report gathers the data):
 
 - ``metric_vs_recon``   Fig. 4 / Fig. 10: metric against reconstruction error, mean ± std over
                         seeds per setting, one line per method through its hyper-parameter values
 - ``curves``            Fig. 5 (metric over training), Fig. 7 (TC estimates over training) and
                         reconstruction over training: mean over seeds (± std band) per setting
-- ``scatter_with_fit``  §6: one metric against another over all trials, with correlations
+- ``scatter_with_fit``  Section 6: one metric against another over all trials, with correlations
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 METHOD_COLORS = {"factorvae": "#1f77b4", "betavae": "#d62728", "vae": "#7f7f7f", "betatcvae": "#2ca02c",
-                 "dipvae": "#9467bd", "aae": "#8c564b", "infowgan": "#e377c2"}
+                 "aae": "#8c564b"}
 _FALLBACK = ["#17becf", "#bcbd22", "#ff7f0e", "#9edae5", "#c5b0d5"]
 
 

@@ -1,4 +1,4 @@
-"""Run configuration: defaults (the paper's, Appendix A / paper_spec §2), YAML files and
+"""Run configuration: defaults (the paper's, Kim & Mnih 2018, Appendix A), YAML files and
 ``--set key=value`` overrides, resolved into one complete dict saved as ``config.yaml``."""
 
 from __future__ import annotations
@@ -6,17 +6,20 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import torch
 import yaml
 
+from factorvae.data import get_dataset_info, image_channels
 from factorvae.errors import UserError
 from factorvae.methods import get_method
 from factorvae.methods.base import check_number
+from factorvae.metrics.suite import parse_metrics, preset_params
 
 #: everything but the model's own options, which come from the method class
 DEFAULTS: dict = {
     "model": {"name": "factorvae"},
     "optim": {
-        # VAE: Adam 1e-4 (0.9, 0.999); discriminator: Adam 1e-4 (0.5, 0.9) (spec §2)
+        # VAE: Adam 1e-4 (0.9, 0.999); discriminator: Adam 1e-4 (0.5, 0.9) (Appendix A)
         "vae": {"lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8},
         "disc": {"lr": 1e-4, "betas": [0.5, 0.9], "eps": 1e-8},
     },
@@ -115,8 +118,6 @@ def resolve(*layers: dict) -> dict:
     for key in ("log_every", "ckpt_every", "image_every"):
         t[key] = check_number("train", key, t[key], minimum=1, integer=True)
     t["eval_every"] = check_number("train", "eval_every", t["eval_every"], minimum=0, integer=True)
-    from factorvae.metrics.suite import parse_metrics, preset_params
-
     try:
         preset_params(str(t["eval_preset"]))
     except UserError as e:
@@ -129,8 +130,6 @@ def resolve(*layers: dict) -> dict:
     t["threads"] = check_number("train", "threads", t["threads"], minimum=0, integer=True)
     for key in ("true_tc_every", "true_tc_samples", "true_tc_data"):
         t[key] = check_number("train", key, t[key], minimum=0, integer=True)
-    from factorvae.data import get_dataset_info
-
     info = get_dataset_info(str(cfg["data"]["name"]))
     ch = cfg["data"]["channels"]
     if ch is not None and (ch not in (1, 3, "auto") or info.grid is not None):
@@ -147,12 +146,7 @@ def resolve(*layers: dict) -> dict:
 def check_model(cfg: dict) -> None:
     """Build the model once on the meta device (no memory, no compute), so a bad model or
     optimiser value is reported before any data is loaded or anything is trained."""
-    import torch
-
-    from factorvae.data import get_dataset_info
-
-    channels = cfg["data"].get("channels")
-    channels = channels if channels in (1, 3) else get_dataset_info(cfg["data"]["name"]).channels
+    channels = image_channels(cfg["data"]["name"], cfg["data"].get("channels"))
     with torch.device("meta"):
         get_method(cfg["model"]["name"])(cfg["model"], cfg["optim"], channels, torch.Generator())
 

@@ -1,4 +1,4 @@
-"""The paper's networks (Appendix A, Tables 1-2; paper_spec §2.1-2.2), built from a small spec.
+"""The paper's networks (Kim & Mnih 2018, Appendix A, Tables 1-2), built from a small spec.
 
 One spec covers 2D Shapes (1 channel, FC 128) and 3D Shapes / CelebA / Chairs (3 channels,
 FC 256): conv 4x4 stride 2 with ``channels`` (32, 32, 64, 64) down to 4x4, an FC layer, then
@@ -57,7 +57,7 @@ class ArchSpec:
     image_size: int = 64
     channels: tuple[int, ...] = (32, 32, 64, 64)
     fc: int = 128
-    # The paper's table leaves open whether the encoder's FC layer has a ReLU (spec §2.1):
+    # The paper's table leaves open whether the encoder's FC layer has a ReLU (Table 1):
     # 1Konny has one, nicolasigor not. Default: ReLU, like the decoder's FC layers.
     encoder_fc_relu: bool = True
 
@@ -152,7 +152,7 @@ class Decoder(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """FactorVAE's D (paper_spec §2.2): MLP of ``layers`` hidden 1000-unit LeakyReLU(0.2) layers
+    """FactorVAE's D (Appendix A): MLP of ``layers`` hidden 1000-unit LeakyReLU(0.2) layers
     and 2 logits (class 0: a sample of q(z); class 1: of prod_j q(z_j)).
 
     "6 layers" is ambiguous; default = 6 hidden layers, as disentanglement_lib's

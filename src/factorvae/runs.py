@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from factorvae.config import dump, resolve
-from factorvae.data import get_dataset_info, load_dataset
+from factorvae.data import image_channels, load_dataset
 from factorvae.errors import UserError
 from factorvae.io import atomic_write, atomic_write_json, atomic_write_text, read_json
 from factorvae.methods import get_method
@@ -68,9 +68,13 @@ class RunDir:
     def read_eval(self) -> dict | None:
         return _mapping(read_json(self.eval_path))
 
-    def write_eval(self, results: dict) -> None:
-        """The metric suite's result dict (factorvae.metrics.suite.evaluate_model), as is."""
+    def write_eval(self, results: dict, config: dict, step: int) -> dict:
+        """``eval.json``, one schema for ``factorvae eval`` and the sweep: the metric suite's
+        result dict (factorvae.metrics.suite) plus ``run``: which run and step were scored."""
+        results = {**results, "run": {"dir": str(self.path), "step": step, "model": config["model"]["name"],
+                                      "data": config["data"]["name"]}}
         atomic_write_json(self.eval_path, results)
+        return results
 
     def read_config(self) -> dict:
         if not self.config_path.exists():
@@ -196,7 +200,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", load_data: bool = True, p
         dataset = open_dataset(cfg, progress)
         channels = dataset.channels
     else:
-        channels = data_channels(cfg)
+        channels = image_channels(cfg["data"]["name"], cfg["data"].get("channels"))
     model, gen = build_model(cfg, channels, dev)
     state = rd.load_checkpoint(map_location=dev)
     if state.get("model_name") != model.name:
@@ -214,9 +218,3 @@ def open_dataset(cfg: dict, progress: bool = False):
     """The data set of a resolved config: the one call train, eval and the sweep load data with."""
     d = cfg["data"]
     return load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress, channels=d.get("channels"))
-
-
-def data_channels(cfg: dict) -> int:
-    """Image channels of a resolved config's data set without loading it."""
-    channels = cfg["data"].get("channels")
-    return channels if channels in (1, 3) else get_dataset_info(cfg["data"]["name"]).channels

@@ -9,6 +9,9 @@ import numpy as np
 
 from factorvae.errors import UserError
 
+# Commands import the library inside their functions: `factorvae --help` registers every
+# command's parser and should not import torch and the data sets for that.
+
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="list, show or pre-build data sets",
@@ -53,24 +56,19 @@ def _size(path: Path) -> str:
 def cache_status(name: str, cache=None) -> str:
     """Where a data set's cache is and whether it is built (from the files' presence; contents
     are validated when the data set is loaded)."""
-    from factorvae.data import dsprites, shapes3d
+    from factorvae.data import get_dataset_info
     from factorvae.data.store import cache_dir
 
-    root = cache_dir(cache)
-    files = {
-        "dsprites": root / f"dsprites-v{dsprites.RENDER_VERSION}.npy",
-        "color_dsprites": root / f"dsprites-v{dsprites.RENDER_VERSION}.npy",
-        "noisy_dsprites": root / f"dsprites-v{dsprites.RENDER_VERSION}.npy",
-        "shapes3d": shapes3d.cache_path(cache),
-    }
-    if name == "toy":
+    info = get_dataset_info(name)
+    if info.grid is not None and info.generate is None:
         return "none needed (rendered in memory on load)"
-    if name in files:
-        f = files[name]
+    if info.cache_path is not None:
+        f = info.cache_path(cache)
         if f.exists() and f.with_suffix(".json").exists():
             return f"{f} ({_size(f)})"
         base = "dsprites" if name.endswith("dsprites") else name
         return f"not built: {f} (factorvae data generate {base}, or built on first use)"
+    root = cache_dir(cache)
     folders = sorted((root / "folders").glob("*.npy")) if (root / "folders").is_dir() else []
     return f"needs --data-path; {len(folders)} folder cache(s) in {root / 'folders'}"
 
@@ -82,7 +80,7 @@ def run_list(args) -> int:
         grid = info.grid
         n = f"{len(grid):,} images" if grid is not None else "any number of images"
         ch = "1 channel" if info.channels == 1 else "3 channels"
-        if name == "folder":
+        if info.auto_channels:
             ch = "1 or 3 channels"
         print(f"{name:<15} ({ch}, {n})  {info.description}")
         if grid is not None:
@@ -94,37 +92,6 @@ def run_list(args) -> int:
 
 
 # -- show -------------------------------------------------------------------------------------
-
-def _as_rgb_uint8(images) -> np.ndarray:
-    """(N, C, H, W) uint8 numpy or float tensor in [0, 1] -> (N, H, W, 3) uint8."""
-    import torch
-
-    if torch.is_tensor(images):
-        images = images.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy()
-    x = np.asarray(images).transpose(0, 2, 3, 1)
-    return np.repeat(x, 3, axis=3) if x.shape[3] == 1 else x
-
-
-def sheet(rows: list[np.ndarray], labels: list[str], pad: int = 2):
-    """One PIL image: each row (K, H, W, 3) uint8 left-aligned, its label to its left."""
-    from PIL import Image, ImageDraw
-
-    font_draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    left = int(max([font_draw.textlength(t) for t in labels] + [0])) + 8 if any(labels) else 0
-    h, w = rows[0].shape[1:3]
-    ncol = max(len(r) for r in rows)
-    canvas = np.full((len(rows) * (h + pad) + pad, left + ncol * (w + pad) + pad, 3), 96, dtype=np.uint8)
-    for r, row in enumerate(rows):
-        y = pad + r * (h + pad)
-        for c, img in enumerate(row):
-            x = left + pad + c * (w + pad)
-            canvas[y : y + h, x : x + w] = img
-    img = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(img)
-    for r, text in enumerate(labels):
-        draw.text((4, pad + r * (h + pad) + h // 2 - 6), text, fill=(255, 255, 255))
-    return img
-
 
 def factor_sweeps(grid, rng: np.random.Generator, columns: int) -> tuple[list[np.ndarray], list[str]]:
     """For each factor with more than one value: factor classes (K, F) that step through its
@@ -144,7 +111,7 @@ def factor_sweeps(grid, rng: np.random.Generator, columns: int) -> tuple[list[np
 
 def run_show(args) -> int:
     from factorvae.data import get_dataset_info, load_dataset
-    from factorvae.runs import atomic_write_bytes
+    from factorvae.viz.tiles import save_png, tile, to_uint8
 
     info = get_dataset_info(args.dataset)
     if args.columns < 1 or args.sample_rows < 0:
@@ -170,20 +137,18 @@ def run_show(args) -> int:
     rows, labels = [], []
     if count:
         idx = rng.choice(n, count, replace=False)
-        imgs = _as_rgb_uint8(draw(grid.classes(idx)) if grid is not None else data.images(idx))
+        imgs = to_uint8(draw(grid.classes(idx)) if grid is not None else data.images(idx))
         for s in range(0, count, cols):
             rows.append(imgs[s : s + cols])
             labels.append("samples" if s == 0 else "")
     if grid is not None:
         sweeps, names = factor_sweeps(grid, rng, cols)
         for cl, label in zip(sweeps, names):
-            rows.append(_as_rgb_uint8(draw(cl)))
+            rows.append(to_uint8(draw(cl)))
             labels.append(label)
     if not rows:
         raise UserError(f"nothing to show for {args.dataset!r}")
-    img = sheet(rows, labels)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, lambda f: img.save(f, format="PNG"))
+    save_png(tile(rows, labels, fill=96, label_x=4), out)
     what = "random samples" + (", then one row per factor" if grid is not None else " (no factors)")
     print(f"{args.dataset}: {what} -> {out}")
     return 0
@@ -200,7 +165,7 @@ def run_generate(args) -> int:
     if info.grid is None:
         if args.data_path is None:
             raise UserError(f"data set {args.dataset!r} needs --data-path DIR (a folder of images)")
-        channels = args.channels if args.channels is not None else {"celeba": 3, "chairs": 3, "faces3d": 1}.get(args.dataset)
+        channels = args.channels if args.channels is not None or info.auto_channels else info.channels
         path, meta = images.build(args.data_path, channels=channels, cache=args.cache_dir, progress=progress,
                                   name=args.dataset, force=args.force)
         info_ = {k: meta[k] for k in ("source", "images", "channels", "skipped_unreadable", "skipped_non_image",

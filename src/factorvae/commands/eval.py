@@ -12,6 +12,9 @@ import sys
 from factorvae.commands.metrics import add_metric_options, check_options, emit
 from factorvae.errors import UserError
 
+# The library is imported inside the functions: `factorvae --help` registers every command's
+# parser and should not import torch for that.
+
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="score a trained run (writes RUN_DIR/eval.json)",
@@ -26,7 +29,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from factorvae.metrics.suite import evaluate_model
-    from factorvae.runs import atomic_write_json, load_run
+    from factorvae.runs import RunDir, load_run
 
     names, seed, overrides = check_options(args)
     try:
@@ -43,9 +46,7 @@ def run(args) -> int:
         print(f"scoring {r.dir} (step {r.step}) with preset {args.preset} ...", file=sys.stderr, flush=True)
     results = evaluate_model(r.model, r.dataset, preset=args.preset, seed=seed, metrics=names,
                              batch_size=batch_size, progress=not args.no_progress, overrides=overrides)
-    results["run"] = {"dir": str(r.dir), "step": r.step, "model": r.config["model"]["name"],
-                      "data": r.config["data"]["name"]}
-    atomic_write_json(r.dir / "eval.json", results)
+    results = RunDir(r.dir).write_eval(results, r.config, r.step)
     emit(results, args.json)
     if not args.json:
         print(f"written {r.dir / 'eval.json'}")

@@ -3,6 +3,11 @@ correlation, traversals) as one self-contained HTML page plus Markdown."""
 
 from __future__ import annotations
 
+from factorvae.errors import UserError
+
+# The library is imported inside the functions: `factorvae --help` registers every command's
+# parser and should not import torch for that.
+
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="draw a sweep's figures and tables (HTML + Markdown)",
@@ -18,7 +23,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from factorvae.errors import UserError
     from factorvae.report import build_report
 
     if not 0 <= args.tolerance < 10:

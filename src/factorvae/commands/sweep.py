@@ -5,6 +5,12 @@ resumes interrupted ones and retries failed ones. See docs/reproduce.md."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+from factorvae.errors import UserError
+
+# The library is imported inside the functions: `factorvae --help` registers every command's
+# parser and should not import torch for that.
 
 
 def register(sub) -> None:
@@ -32,9 +38,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from factorvae.errors import UserError
     from factorvae.sweep import inspect_trial, load_spec, run_sweep
 
     sweep = load_spec(args.spec)
@@ -52,7 +55,7 @@ def run(args) -> int:
         for t in sweep.trials:
             if args.only and args.only not in t.id:
                 continue
-            st = inspect_trial(out / "trials" / t.id, t.to_dict())
+            st = inspect_trial(out / "trials" / t.id, t)
             print(f"  {st.status:<11} {t.id}  steps={t.config['train']['steps']}" + (f"  ({st.detail})" if st.detail else ""))
         return 0
     outcome = run_sweep(sweep, args.out, workers=args.workers, ray_address=args.ray,

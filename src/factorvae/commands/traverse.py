@@ -6,6 +6,9 @@ from pathlib import Path
 
 from factorvae.errors import UserError
 
+# The library is imported inside the functions: `factorvae --help` registers every command's
+# parser and should not import torch for that.
+
 
 def register(sub) -> None:
     p = sub.add_parser("traverse", help="render latent traversals from a checkpoint")

@@ -31,6 +31,10 @@ class DatasetInfo:
     needs_path: bool = False
     #: render(classes) -> uint8 (N, C, 64, 64), pixel values 0..255: single grid images without the cache
     render: Callable | None = None
+    #: cache_path(cache) -> the generated cache file (None: nothing cached, or one cache per folder)
+    cache_path: Callable | None = None
+    #: image folders whose channels are chosen per folder (``channels``: 1, 3 or auto) rather than fixed
+    auto_channels: bool = False
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -38,18 +42,21 @@ DATASETS: dict[str, DatasetInfo] = {
         "dsprites", "dSprites / 2D Shapes (Matthey et al. 2017), procedural or the official npz",
         1, dsprites.GRID, dsprites.load, dsprites.generate,
         render=lambda classes: dsprites.render(classes, variants.sprite_bank())[:, None] * 255,
+        cache_path=dsprites.cache_path,
     ),
     "shapes3d": DatasetInfo(
         "shapes3d", "3D Shapes (Burgess & Kim 2018), procedural or the official 3dshapes.h5",
-        3, shapes3d.GRID, shapes3d.load, shapes3d.generate, render=shapes3d.render,
+        3, shapes3d.GRID, shapes3d.load, shapes3d.generate, render=shapes3d.render, cache_path=shapes3d.cache_path,
     ),
     "color_dsprites": DatasetInfo(
         "color_dsprites", "colour-dSprites (disentanglement_lib): each sprite in a random colour, fixed per index",
         3, variants.GRID, variants.load_color, dsprites.generate, render=variants.render_color,
+        cache_path=dsprites.cache_path,
     ),
     "noisy_dsprites": DatasetInfo(
         "noisy_dsprites", "noisy-dSprites (disentanglement_lib): white sprite on uniform noise, fixed per index",
         3, variants.GRID, variants.load_noisy, dsprites.generate, render=variants.render_noisy,
+        cache_path=dsprites.cache_path,
     ),
     "toy": DatasetInfo(
         "toy", "toy discs: 3,072 greyscale images, 4 factors; learns in minutes on a CPU",
@@ -57,7 +64,7 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
     "folder": DatasetInfo(
         "folder", "any folder tree of images (no factors): --data-path DIR; RGB or greyscale (channels auto, 1 or 3)",
-        3, None, partial(images.load, name="folder"), None, needs_path=True,
+        3, None, partial(images.load, name="folder"), None, needs_path=True, auto_channels=True,
     ),
     "celeba": DatasetInfo(
         "celeba", "CelebA aligned faces (no factors): --data-path img_align_celeba/, RGB",
@@ -79,6 +86,12 @@ def get_dataset_info(name: str) -> DatasetInfo:
         return DATASETS[name]
     except KeyError:
         raise UserError(f"unknown data set {name!r}; choose one of {', '.join(sorted(DATASETS))}") from None
+
+
+def image_channels(name: str, channels=None) -> int:
+    """Channels of data set ``name``'s images without loading it: ``channels`` (the config's
+    ``data.channels``) when it is 1 or 3, else the data set's own."""
+    return channels if channels in (1, 3) else get_dataset_info(name).channels
 
 
 def load_dataset(name: str, path=None, cache=None, progress: bool = True, channels=None) -> ImageData:

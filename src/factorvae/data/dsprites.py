@@ -114,9 +114,13 @@ def _cache_meta() -> dict:
     return {"dataset": "dsprites", "render_version": RENDER_VERSION, "shape": [len(GRID), 64, 64]}
 
 
+def cache_path(cache: str | Path | None = None) -> Path:
+    return cache_dir(cache) / f"dsprites-v{RENDER_VERSION}.npy"
+
+
 def generate(cache: str | Path | None = None, progress: bool = True, force: bool = False) -> Path:
     """Render the grid into the cache unless a valid copy is there; returns its path."""
-    path = cache_dir(cache) / f"dsprites-v{RENDER_VERSION}.npy"
+    path = cache_path(cache)
     if not force and _load_cache(path) is not None:
         return path
     atomic_save_npy(path, render_all(progress=progress), _cache_meta())

@@ -36,15 +36,13 @@ from __future__ import annotations
 
 import colorsys
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from factorvae.data.grid import FactorGrid
-from factorvae.data.store import (ImageData, as_uint8_tensor, atomic_write_text, cache_dir, check_npz_key,
-                                  load_cached_npy)
+from factorvae.data.store import ImageData, as_uint8_tensor, cache_dir, check_npz_key, load_cached_npy
 from factorvae.errors import UserError
+from factorvae.io import atomic_write, atomic_write_text
 
 OFFICIAL_FILE = "3dshapes.h5"
 FACTORS = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
@@ -410,28 +408,24 @@ def write_npy_blocks(path: Path, shape: tuple, blocks, meta: dict) -> None:
     """Write a uint8 .npy of ``shape`` from consecutive row blocks, plus its JSON sidecar,
     atomically: the old sidecar goes first, the data goes to a temporary file that replaces
     ``path`` only when complete, and the new sidecar (what marks a cache valid) goes last."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").unlink(missing_ok=True)
     path.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                      "shape": tuple(shape)}
-            np.lib.format.write_array_header_1_0(f, header)
-            rows = 0
-            for b in blocks:
-                b = np.ascontiguousarray(b, dtype=np.uint8)
-                if b.shape[1:] != tuple(shape[1:]):
-                    raise ValueError(f"block of shape {b.shape} for an array of shape {shape}")
-                f.write(b.data)
-                rows += len(b)
-            if rows != shape[0]:
-                raise ValueError(f"wrote {rows} of {shape[0]} rows")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(f):
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                  "shape": tuple(shape)}
+        np.lib.format.write_array_header_1_0(f, header)
+        rows = 0
+        for b in blocks:
+            b = np.ascontiguousarray(b, dtype=np.uint8)
+            if b.shape[1:] != tuple(shape[1:]):
+                raise ValueError(f"block of shape {b.shape} for an array of shape {shape}")
+            f.write(b.data)
+            rows += len(b)
+        if rows != shape[0]:
+            raise ValueError(f"wrote {rows} of {shape[0]} rows")
+
+    atomic_write(path, write)
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from factorvae import io
 from factorvae.data.grid import FactorGrid
 from factorvae.errors import UserError
 
@@ -84,30 +84,10 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
 
 
 def atomic_save_npy(path: Path, array: np.ndarray, meta: dict) -> None:
-    """Write ``array`` as .npy plus a JSON sidecar, each via a temp file and os.replace, so a
-    killed process never leaves a half-written cache that looks valid (the sidecar goes last)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``array`` as .npy plus a JSON sidecar, each atomically (factorvae.io), so a killed
+    process never leaves a half-written cache that looks valid (the sidecar goes last)."""
+    io.atomic_save_npy(path, array)
+    io.atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
 
 
 def load_cached_npy(path: Path, meta: dict, shape: tuple, dtype=np.uint8) -> np.ndarray | None:

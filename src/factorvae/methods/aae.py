@@ -20,43 +20,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from factorvae.errors import UserError
-from factorvae.methods.base import GaussianVAEBase, check_number, make_adam, set_requires_grad
-from factorvae.methods.factorvae import total_correlation_logits
-from factorvae.nets import Discriminator
-
-DISC_DEFAULTS = {"hidden": 1000, "layers": 6, "leak": 0.2}
+from factorvae.methods.base import set_requires_grad
+from factorvae.methods.factorvae import DISC_DEFAULTS, DiscriminatorVAE, total_correlation_logits
 
 
-def build_discriminator(cfg: dict, z_dim: int) -> tuple[Discriminator, dict]:
-    """FactorVAE's discriminator from ``model.disc`` options (validated); returns it and the
-    completed options."""
-    disc = {**DISC_DEFAULTS, **(cfg.get("disc") or {})}
-    unknown = set(disc) - set(DISC_DEFAULTS)
-    if unknown:
-        raise UserError(f"unknown model.disc option(s): {', '.join(sorted(unknown))}")
-    net = Discriminator(
-        z_dim,
-        hidden=check_number("model.disc", "hidden", disc["hidden"], minimum=1, integer=True),
-        layers=check_number("model.disc", "layers", disc["layers"], minimum=1, integer=True),
-        leak=check_number("model.disc", "leak", disc["leak"], minimum=0),
-    )
-    return net, disc
-
-
-class AAE(GaussianVAEBase):
+class AAE(DiscriminatorVAE):
     name = "aae"
     defaults = {"gamma": 1.0, "disc": dict(DISC_DEFAULTS)}
-    optim_sections = ("vae", "disc")
-
-    def __init__(self, model_cfg, optim_cfg, in_channels, generator):
-        super().__init__(model_cfg, optim_cfg, in_channels, generator)
-        self.gamma = check_number("model", "gamma", self.cfg["gamma"], minimum=0)
-        self.discriminator, self.cfg["disc"] = build_discriminator(self.cfg, self.z_dim)
-        self.disc_optim = make_adam(self.discriminator.parameters(), optim_cfg.get("disc", {}), "optim.disc")
-
-    def optimizers(self):
-        return {"vae": self.vae_optim, "disc": self.disc_optim}
 
     def train_step(self, batch, batch2, step):
         mean, logvar, z, recon, kl_dims = self.elbo_terms(batch)

@@ -1,5 +1,5 @@
 """Minibatch estimators of the aggregate posterior q(z) = (1/N) Σ_n q(z|x_n) and of the total
-correlation TC(z) = KL(q(z) || Π_j q(z_j)) (Chen et al. 2018, §4.1 and Appendix C; paper_spec §7.1).
+correlation TC(z) = KL(q(z) || Π_j q(z_j)) (Chen et al. 2018, Section 4.1 and Appendix C).
 
 Notation: a batch x_1..x_M from a data set of N points, z_i ~ q(z|x_i), and the matrix
 ``log q(z_il | x_j)`` of every sample under every posterior in the batch. Both estimators are
@@ -19,7 +19,7 @@ and differ only in the weights W:
   replacement, of the other N−1 points (the trainer samples with replacement; the difference is
   O(1/N)). With M = N the estimate is exact. Chen et al.'s code
   (``_log_importance_weight_matrix``) fills columns 0 and 1 instead of the diagonal, because its
-  flat stride M+1 equals the batch size (paper_spec §7.1); we do not copy that.
+  flat stride M+1 equals the batch size; we do not copy that.
 """
 
 from __future__ import annotations
@@ -29,14 +29,9 @@ import math
 import torch
 
 from factorvae.errors import UserError
+from factorvae.gaussian import gaussian_log_density
 
 ESTIMATORS = ("mws", "mss")
-_LOG_2PI = math.log(2 * math.pi)
-
-
-def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """Element-wise log N(z; mean, exp(logvar)) (broadcasting)."""
-    return -0.5 * (_LOG_2PI + logvar + (z - mean).pow(2) * torch.exp(-logvar))
 
 
 def pairwise_log_qz(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,24 @@ from factorvae.errors import UserError
 from factorvae.methods.base import GaussianVAEBase, check_number, make_adam, reparameterize, set_requires_grad
 from factorvae.nets import Discriminator
 
+DISC_DEFAULTS = {"hidden": 1000, "layers": 6, "leak": 0.2}
+
+
+def build_discriminator(cfg: dict, z_dim: int) -> tuple[Discriminator, dict]:
+    """FactorVAE's discriminator from ``model.disc`` options (validated); returns it and the
+    completed options."""
+    disc = {**DISC_DEFAULTS, **(cfg.get("disc") or {})}
+    unknown = set(disc) - set(DISC_DEFAULTS)
+    if unknown:
+        raise UserError(f"unknown model.disc option(s): {', '.join(sorted(unknown))}")
+    net = Discriminator(
+        z_dim,
+        hidden=check_number("model.disc", "hidden", disc["hidden"], minimum=1, integer=True),
+        layers=check_number("model.disc", "layers", disc["layers"], minimum=1, integer=True),
+        leak=check_number("model.disc", "leak", disc["leak"], minimum=0),
+    )
+    return net, disc
+
 
 def permute_dims(z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Algorithm 1: shuffle each latent dimension across the batch with its own permutation.
@@ -29,32 +47,28 @@ def total_correlation_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, 0] - logits[:, 1]
 
 
-class FactorVAE(GaussianVAEBase):
-    """recon + KL + γ·TC, with D trained to tell q(z) (class 0) from permuted codes (class 1)."""
+class DiscriminatorVAE(GaussianVAEBase):
+    """A Gaussian VAE whose regulariser (weight ``model.gamma``) is read off a discriminator on z
+    (``model.disc``) with its own optimiser (``optim.disc``): FactorVAE and AAE."""
 
-    name = "factorvae"
-    defaults = {"gamma": 40.0, "disc": {"hidden": 1000, "layers": 6, "leak": 0.2}}
-    needs_second_batch = True
     optim_sections = ("vae", "disc")
 
     def __init__(self, model_cfg, optim_cfg, in_channels, generator):
         super().__init__(model_cfg, optim_cfg, in_channels, generator)
         self.gamma = check_number("model", "gamma", self.cfg["gamma"], minimum=0)
-        disc = {**self.defaults["disc"], **(self.cfg.get("disc") or {})}
-        unknown = set(disc) - set(self.defaults["disc"])
-        if unknown:
-            raise UserError(f"unknown model.disc option(s): {', '.join(sorted(unknown))}")
-        self.cfg["disc"] = disc
-        self.discriminator = Discriminator(
-            self.z_dim,
-            hidden=check_number("model.disc", "hidden", disc["hidden"], minimum=1, integer=True),
-            layers=check_number("model.disc", "layers", disc["layers"], minimum=1, integer=True),
-            leak=check_number("model.disc", "leak", disc["leak"], minimum=0),
-        )
+        self.discriminator, self.cfg["disc"] = build_discriminator(self.cfg, self.z_dim)
         self.disc_optim = make_adam(self.discriminator.parameters(), optim_cfg.get("disc", {}), "optim.disc")
 
     def optimizers(self):
         return {"vae": self.vae_optim, "disc": self.disc_optim}
+
+
+class FactorVAE(DiscriminatorVAE):
+    """recon + KL + γ·TC, with D trained to tell q(z) (class 0) from permuted codes (class 1)."""
+
+    name = "factorvae"
+    defaults = {"gamma": 40.0, "disc": dict(DISC_DEFAULTS)}
+    needs_second_batch = True
 
     def train_step(self, batch, batch2, step):
         """Algorithm 2: one VAE update on batch B, then one D update on B and a permuted B'."""

@@ -41,7 +41,6 @@ prior's ±1; categorical through its classes), noise fixed.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -49,10 +48,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from factorvae.errors import UserError
+from factorvae.gaussian import LOG_2PI as _LOG_2PI
 from factorvae.methods.base import Method, check_number, make_adam, set_requires_grad
 from factorvae.nets import ArchSpec, Decoder
 
-_LOG_2PI = math.log(2 * math.pi)
 _GAN_ADAM = {"lr": 1e-4, "betas": [0.5, 0.9], "eps": 1e-8}
 
 

@@ -1,4 +1,4 @@
-"""Importance-sampled log marginal likelihood (paper Appendix E; paper_spec §4, §10.5).
+"""Importance-sampled log marginal likelihood (Kim & Mnih 2018, Appendix E).
 
 For an image x and K samples z_k ~ q(z|x) (the encoder as proposal),
 
@@ -8,7 +8,7 @@ For an image x and K samples z_k ~ q(z|x) (the encoder as proposal),
 (the IWAE bound, Burda et al. 2016). L_1 is the ELBO (in expectation), L_K is non-decreasing in
 K in expectation and tends to log p(x) as K -> infinity. For the same K samples,
 L_K >= mean_k log w_k (Jensen), i.e. the bound is never below the Monte Carlo ELBO it is
-computed with. The paper's K is not known (spec §10.5); K is a parameter and is always reported
+computed with. The paper does not give K; K is a parameter and is always reported
 beside the estimate (``log_px_k``).
 
 p(x|z) is the model's Bernoulli decoder: log p(x|z) = -sum over pixels of the sigmoid
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from factorvae.metrics.tc import gaussian_log_density
+from factorvae.gaussian import gaussian_log_density
 
 
 @torch.no_grad()

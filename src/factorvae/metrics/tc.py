@@ -1,4 +1,4 @@
-"""The "true" total correlation of the aggregate posterior (paper Fig. 7; paper_spec §4, §7.1).
+"""The "true" total correlation of the aggregate posterior (Kim & Mnih 2018, Section 4 and Fig. 7).
 
 TC(z) = KL(q(z) || prod_j q(z_j)) = E_q(z)[log q(z) - sum_j log q(z_j)], with the aggregate
 posterior q(z) = (1/N) sum_n q(z|x_n) a mixture of the N Gaussians q(z|x_n) = N(mu_n, diag s_n^2)
@@ -44,12 +44,7 @@ import math
 import numpy as np
 import torch
 
-LOG_2PI = math.log(2 * math.pi)
-
-
-def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """Elementwise log N(z; mean, exp(logvar)) (broadcasting)."""
-    return -0.5 * (LOG_2PI + logvar + (z - mean) ** 2 * torch.exp(-logvar))
+from factorvae.gaussian import LOG_2PI, gaussian_log_density
 
 
 def _log_mixture_weights(origin: torch.Tensor, mix_index: torch.Tensor, n_total: int) -> torch.Tensor:

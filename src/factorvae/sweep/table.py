@@ -62,7 +62,7 @@ def trial_row(d: Path, trial: Trial | None = None) -> dict:
             row["active_dims"] = len(summary["active_dims"])
     ev = run.read_eval()
     if ev is not None and st.status in ("finished", "trained", "failed", "mismatch"):
-        row.update(flatten({k: v for k, v in ev.items() if k not in ("settings", "seconds", "encoder")}))
+        row.update(flatten({k: v for k, v in ev.items() if k not in ("settings", "seconds", "encoder", "run")}))
         if isinstance(ev.get("seconds"), dict) and ev["seconds"].get("total") is not None:
             row["eval_seconds"] = ev["seconds"]["total"]
     an = read_json(d / "analysis.json")

@@ -8,40 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from factorvae.io import atomic_write, atomic_write_json
 from factorvae.methods.base import gaussian_kl_per_dim
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [0, 1] -> (N, H, W, 3) uint8."""
-    x = images.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy()
-    x = np.transpose(x, (0, 2, 3, 1))
-    return np.repeat(x, 3, axis=3) if x.shape[3] == 1 else x
-
-
-def grid_image(images: np.ndarray, nrow: int, pad: int = 2, labels: list[str] | None = None) -> Image.Image:
-    """Tile (N, H, W, 3) images row by row, ``nrow`` rows; optional label left of each row."""
-    n, h, w, _ = images.shape
-    ncol = int(np.ceil(n / nrow))
-    left = 44 if labels else 0
-    canvas = np.full((nrow * (h + pad) + pad, left + ncol * (w + pad) + pad, 3), 128, dtype=np.uint8)
-    for i in range(n):
-        r, c = divmod(i, ncol)
-        y, x = pad + r * (h + pad), left + pad + c * (w + pad)
-        canvas[y : y + h, x : x + w] = images[i]
-    img = Image.fromarray(canvas)
-    if labels:
-        draw = ImageDraw.Draw(img)
-        for r, text in enumerate(labels[:nrow]):
-            draw.text((2, pad + r * (h + pad) + h // 2 - 6), text, fill=(255, 255, 255))
-    return img
-
-
-def save_png(img: Image.Image, path: Path) -> Path:
-    atomic_write(path, lambda f: img.save(f, format="PNG"))
-    return path
+from factorvae.viz.tiles import grid_image, save_png, to_uint8
 
 
 def reference_indices(dataset, count: int = 3) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Atomic file writes and JSON reads: the lowest layer, used by every module that writes.
+"""Atomic file writes (bytes, text, JSON, .npy) and JSON reads: the lowest layer, used by every
+module that writes.
 
 A write goes to a temporary file beside its target and replaces it with ``os.replace`` only when
 complete, so a killed process never leaves a half-written file that looks valid.
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 import numpy as np
-import yaml
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
@@ -43,10 +43,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, obj, default=None) -> None:
     """``obj`` as indented JSON plus a newline (the format of every JSON file of a run)."""
     atomic_write_text(path, json.dumps(obj, indent=1, default=default) + "\n")
-
-
-def atomic_write_yaml(path: str | Path, obj) -> None:
-    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:

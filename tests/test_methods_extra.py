@@ -426,6 +426,19 @@ def test_infowgan_critic_loss_matches_hand_computation():
     assert logs["critic_loss"].item() == pytest.approx(want.item(), rel=1e-4)
 
 
+def test_infowgan_critic_draws_a_fresh_real_batch_for_every_update():
+    # WGAN-GP (Gulrajani et al. 2017, Algorithm 1) samples real data inside the critic loop
+    model = make("infowgan_gp", n_critic=5, noise_dim=3)
+    assert model.needs_second_batch and model.second_batches == 4
+    reals = [batch(8, seed=s) for s in range(5)]
+    seen = []
+    score = model.critic.score
+    model.critic.score = lambda x: (seen.append(x.detach().clone()), score(x))[1]
+    model.train_step(reals[0], torch.cat(reals[1:]), 0)
+    uses = [sum(torch.equal(x, r) for x in seen) for r in reals]
+    assert uses == [1, 1, 1, 1, 1], uses
+
+
 def test_infowgan_mi_term_trains_q_and_the_generator():
     """λ > 0: the critic step moves Q's head and the generator's gradient carries λ·L_I;
     λ = 0: Q's head is untouched and the generator's gradient is the Wasserstein one only.
@@ -506,7 +519,8 @@ def test_short_training_run_improves_the_objective(name, key, extra):
     hist, wdist = [], []
     for step in range(30):
         x1 = data[torch.randint(len(data), (16,), generator=g)]
-        x2 = data[torch.randint(len(data), (16,), generator=g)] if model.needs_second_batch else None
+        x2 = (data[torch.randint(len(data), (16 * model.second_batches,), generator=g)]
+              if model.needs_second_batch else None)
         logs = model.train_step(x1, x2, step)
         assert all(torch.isfinite(v) for v in logs.values()), logs
         hist.append(logs[key].item())

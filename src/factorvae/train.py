@@ -57,7 +57,8 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
     try:
         while step < t["steps"]:
             x1 = dataset.sample_batch(t["batch_size"], data_gen)
-            x2 = dataset.sample_batch(t["batch_size"], data_gen) if model.needs_second_batch else None
+            x2 = (dataset.sample_batch(t["batch_size"] * model.second_batches, data_gen)
+                  if model.needs_second_batch else None)
             logs = model.train_step(x1, x2, step)
             step += 1
             for k, v in logs.items():  # summed on the device: no sync per step

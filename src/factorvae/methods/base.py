@@ -72,6 +72,9 @@ class Method(nn.Module):
     defaults: dict = {}
     #: whether train_step uses the second, independent batch (Algorithm 2's B')
     needs_second_batch = False
+    #: how many independent batches of the batch size the second batch holds, stacked
+    #: (1: Algorithm 2's B'; a WGAN critic wants a fresh real batch per update)
+    second_batches = 1
     #: optimiser sections this method reads from ``optim``
     optim_sections: tuple[str, ...] = ("vae",)
     #: defaults for optimiser sections the global config lacks (config DEFAULTS has vae, disc)

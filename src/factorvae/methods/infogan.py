@@ -19,8 +19,9 @@ with x̂ = u·x + (1 − u)·G(ε, c), u ~ U(0, 1) per sample. Q shares the crit
 critic optimiser trains Q, and the generator optimiser moves only G (λ·L_I reaches G through its
 images). With λ = 0 Q is never trained (the objective gives it no signal).
 
-One trainer step = ``n_critic`` critic updates, then one generator update. The critic updates use
-real batches B and B' (the trainer's second batch) in turn, each with fresh generator samples.
+One trainer step = ``n_critic`` critic updates, then one generator update. Each critic update
+uses its own fresh real batch (WGAN-GP, Gulrajani et al. 2017, Algorithm 1: B, then the
+n_critic − 1 batches the trainer stacks into its second batch) and fresh generator samples.
 
 Defaults (the paper gives only the grid, spec §11): 4 continuous codes + 1 categorical code with
 3 classes (one per dSprites factor), noise_dim 10 and λ = 1 (grids {5, ..., 160} and
@@ -127,6 +128,9 @@ class InfoWGANGP(Method):
         self.lambda_info = check_number("model", "lambda_info", c["lambda_info"], minimum=0)
         self.lambda_gp = check_number("model", "lambda_gp", c["lambda_gp"], minimum=0)
         self.n_critic = check_number("model", "n_critic", c["n_critic"], minimum=1, integer=True)
+        # WGAN-GP draws a fresh real batch for every critic update: B, then n_critic - 1 more in B'
+        self.needs_second_batch = self.n_critic > 1
+        self.second_batches = max(1, self.n_critic - 1)
         if c["q_variance"] not in ("fixed", "learned"):
             raise UserError(f"model.q_variance must be 'fixed' or 'learned', got {c['q_variance']!r}")
         self.learned_variance = c["q_variance"] == "learned"
@@ -202,7 +206,7 @@ class InfoWGANGP(Method):
         return torch.sigmoid(self.generator_net(self.generator_input(noise, cont, cat)))
 
     def train_step(self, batch, batch2, step):
-        reals = [batch] if batch2 is None else [batch, batch2]
+        reals = [batch] if batch2 is None else [batch, *batch2.split(len(batch))]
         for i in range(self.n_critic):
             real = reals[i % len(reals)]
             noise, cont, cat = self.sample_codes(len(real), device=real.device)

@@ -108,6 +108,17 @@ def test_model_true_tc_uses_its_own_random_state(toy):
     assert full["true_tc_exact_mixture"] and full["true_tc_data"] == len(toy)
 
 
+def test_true_tc_defaults_use_the_exact_mixture(toy):
+    # a subset's bias depends on the model, so the defaults (training log, sweep evaluation,
+    # the function itself) use the whole data set
+    from factorvae.config import resolve
+    from factorvae.sweep.spec import EVAL_DEFAULTS
+
+    assert resolve({})["train"]["true_tc_data"] == 0 and EVAL_DEFAULTS["true_tc"]["data"] == 0
+    out = model_total_correlation(_tiny_model(), toy, num_samples=50, seed=1)
+    assert out["true_tc_exact_mixture"] and out["true_tc_data"] == len(toy)
+
+
 def test_importance_sampled_bound_is_above_the_elbo_and_grows_with_k(toy):
     from factorvae.metrics.likelihood import iwae_bound, log_importance_weights
     from factorvae.methods.base import bernoulli_nll, gaussian_kl_per_dim

@@ -39,10 +39,11 @@ DEFAULTS: dict = {
         "threads": 0,
         # "true" TC of the aggregate posterior (paper Fig. 7; metrics/tc.py), logged as true_tc
         # beside the discriminator's tc every N steps (0: never; use a multiple of log_every):
-        # S Monte Carlo samples, a mixture over M images (0: the whole data set)
+        # S Monte Carlo samples, a mixture over M images (0: the whole data set, the exact
+        # mixture; a subset is biased by an amount that depends on the model)
         "true_tc_every": 0,
         "true_tc_samples": 1000,
-        "true_tc_data": 10000,
+        "true_tc_data": 0,
     },
 }
 

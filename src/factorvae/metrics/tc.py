@@ -11,27 +11,29 @@ over the data set. Monte Carlo, as Chen et al.'s ``elbo_decomposition.py``:
 
 Estimator and its bias
 ----------------------
-* With the whole data set as mixture (``num_data`` 0 or >= N) the densities are exact; the only
-  error is Monte Carlo over the S samples (unbiased; standard error reported as ``true_tc_se``).
-  This is what Chen et al. do (N = 737,280, S = 10,000) and the choice for absolute numbers, but
-  it costs an encoding pass over the data and S x N x d density terms.
-* By default the mixture is a random subset of M images, with *stratified* weights (Chen et
-  al.'s minibatch stratified sampling applied to a subset): each sample's own posterior keeps its
-  exact weight 1/N and the M' other subset members share (N-1)/N::
+* With the whole data set as mixture (``num_data`` 0 or >= N; the default) the densities are
+  exact; the only error is Monte Carlo over the S samples (unbiased; standard error reported as
+  ``true_tc_se``). This is what Chen et al. do (N = 737,280, S = 10,000). The exact value is the
+  TC of the finite data set's aggregate posterior, which is positive even when the posterior means
+  are independent across dimensions (a finite mixture of narrow Gaussians is no product).
+* With ``num_data`` = M < N the mixture is a random subset of M images, with *stratified*
+  weights (Chen et al.'s minibatch stratified sampling applied to a subset): each sample's own
+  posterior keeps its exact weight 1/N and the M' other subset members share (N-1)/N::
 
       q^(z_s) = q(z_s|x_{n_s}) / N + (N-1)/(N M') sum_{m in subset, m != n_s} q(z_s|x_m)
 
   (likewise per dimension for q(z_j)). q^ is unbiased for q(z_s), but log q^ is not: by Jensen
   E[log q^] <= log q. The joint, d-dimensional density suffers much more than the 1-D marginals
-  (its mass sits on a few neighbours the subset may miss), so the subset estimate of TC is an
-  UNDER-estimate that rises to the exact value as M -> N; it can even be negative.
-  Synthetic check (5 informative dims, sigma 0.1, standard-normal means, 5 collapsed dims;
-  true TC 0): -1.3 at M = 2,000, -0.74 at M = 10,000, -0.19 at M = 40,000. The naive
-  alternative, the subset's own aggregate posterior (own component at weight 1/M), is biased
-  the other way and converges more slowly: +4.0, +2.6, +1.5 on the same data.
-* So: compare estimates at equal (S, M) only (they are stored beside the settings), read trends
-  (Fig. 7: TC falls during training, and falls further for larger gamma), and use the whole data
-  set for absolute values.
+  (its mass sits on a few neighbours the subset may miss), so the subset estimate is mostly an
+  UNDER-estimate of the exact value, by an amount that depends on the model: on synthetic
+  dSprites-sized posteriors (N = 737,280, d = 10, k informative dims with standard-normal means
+  and posterior std sigma, the rest collapsed), subset minus exact at M = 2,000 / 10,000 /
+  40,000 was -1.61 / -1.03 / -0.51 nats for k = 5, sigma = 0.1 (exact 0.28); -0.39 / -0.11 /
+  -0.04 for sigma = 0.3 (exact 0.00); -0.06 / +0.01 / -0.12 for k = 10 (exact 9.61); -1.62 /
+  -1.05 / -0.44 for k = 6 with pairwise correlation 0.9 (exact 2.66)
+  (``benchmarks/true_tc_bias.py``). No constant correction exists.
+* So: report the exact mixture for absolute numbers; a subset only for cheap trends, compared
+  at equal (S, M) (both are stored beside the estimate).
 
 Everything is vectorised in torch (float32 by default; logsumexp keeps it stable) and chunked
 over samples so that memory stays near ``chunk * M * d`` numbers (4M by default).
@@ -124,7 +126,7 @@ def encode_posteriors(model, dataset, indices: np.ndarray, batch: int = 512) -> 
 
 
 @torch.no_grad()
-def model_total_correlation(model, dataset, num_samples: int = 2000, num_data: int = 10000, seed: int = 0,
+def model_total_correlation(model, dataset, num_samples: int = 2000, num_data: int = 0, seed: int = 0,
                             chunk: int | None = None) -> dict:
     """True TC of ``model``'s aggregate posterior over ``dataset`` (see module docstring).
 

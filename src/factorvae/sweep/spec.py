@@ -31,8 +31,8 @@ EVAL_DEFAULTS: dict = {
     # reconstruction error as the paper reports it: Bernoulli NLL summed over pixels, mean over a
     # fixed random set of this many images (the same set for every trial)
     "recon_images": 10000,
-    # true TC of the final model (metrics/tc.py): S samples, mixture over M images (0: all)
-    "true_tc": {"samples": 2000, "data": 10000},
+    # true TC of the final model (metrics/tc.py): S samples, mixture over M images (0: all, exact)
+    "true_tc": {"samples": 2000, "data": 0},
     # importance-sampled log p(x) (metrics/likelihood.py): images and K samples per image
     "log_likelihood": {"images": 256, "samples": 100},
 }

@@ -1,0 +1,86 @@
+"""What an evaluation will do before it starts: metrics, grid points each draws, images to
+encode, expected time and memory (``describe``; ``factorvae metrics`` and ``eval`` print it).
+
+The time and memory figures are measurements (``benchmarks/eval_presets.py``): dSprites, the
+paper's FactorVAE networks (10 latents), one CPU thread on a shared 2-core machine. Other
+data sets and machines scale them: encoding time with the number of images, the metrics'
+own time with the number of factor classes (DCI fits one tree per class and stage).
+"""
+
+from __future__ import annotations
+
+import math
+
+from factorvae.metrics import suite
+from factorvae.metrics.codes import Codes
+
+#: benchmarks/eval_presets.py --preset P --threads 1 (see docs/metrics.md, "Cost of a preset")
+MEASURED = {
+    "where": "dSprites, paper FactorVAE networks, 1 CPU thread, shared 2-core machine",
+    "encode_images_per_s": 1000,
+    # per preset: each metric's own compute time (s, cache already filled) and the peak
+    # resident memory (MiB) of a whole `eval` process, data set included
+    "presets": {
+        "fast": {"metric_seconds": {}, "peak_memory_mb": 0},
+        "dlib": {"metric_seconds": {}, "peak_memory_mb": 0},
+        "paper": {"metric_seconds": {}, "peak_memory_mb": 0},
+    },
+}
+
+
+def draws(name: str, params: dict, num_grid: int) -> int:
+    """Grid points metric ``name`` asks codes for with ``params`` (repeats counted)."""
+    if name == "factor_vae":
+        std = params.get("num_variance_estimate") or num_grid
+        return int(std + (params["num_train"] + params["num_eval"]) * params["batch_size"])
+    if name == "beta_vae":
+        return int(2 * (params["num_train"] + params["num_eval"]) * params["batch_size"])
+    return int(params["num_train"] + params.get("num_test", 0))
+
+
+def describe(preset: str = "dlib", metrics=None, codes: Codes | None = None, grid=None,
+             overrides: dict | None = None) -> dict:
+    """What ``evaluate`` will do: the metrics, the grid points each draws, the images a model
+    must encode (each grid point at most once: the expected number of distinct points among
+    the draws, every draw being uniform over the grid) and the expected seconds and memory
+    (from MEASURED; ``None`` where not measured). Give ``codes`` (arrays: nothing to encode)
+    or the model's ``grid``."""
+    if codes is not None:
+        names, grid = suite.sample_metrics(codes, metrics), codes.grid
+    else:
+        names = suite.parse_metrics(metrics)
+    params = suite.preset_params(preset)
+    for name, extra in suite.check_overrides(overrides).items():
+        params[name].update(extra)
+    num_grid = len(grid) if grid is not None else 0
+    per_metric = {m: draws(m, params[m], num_grid) for m in names}
+    total = sum(per_metric.values())
+    if codes is not None or not num_grid:
+        to_encode = 0
+    else:
+        to_encode = round(num_grid * -math.expm1(-total / num_grid))
+    measured = MEASURED["presets"].get(preset, {})
+    compute = [measured.get("metric_seconds", {}).get(m) for m in names]
+    seconds = None
+    if all(c is not None for c in compute) and not overrides:
+        seconds = round(sum(compute) + to_encode / MEASURED["encode_images_per_s"])
+    return {"preset": preset, "metrics": names, "draws": per_metric, "images_to_encode": to_encode,
+            "grid_points": num_grid, "expected_seconds": seconds,
+            "expected_memory_mb": measured.get("peak_memory_mb") if codes is None else None,
+            "measured_on": MEASURED["where"]}
+
+
+def format_plan(plan: dict) -> str:
+    """One line: preset, metrics, images to encode, expected time and memory."""
+    parts = [f"preset {plan['preset']}: {', '.join(plan['metrics'])}"]
+    if plan["images_to_encode"]:
+        parts.append(f"~{plan['images_to_encode']:,} of {plan['grid_points']:,} grid images to encode")
+    if plan["expected_seconds"] is not None:
+        parts.append(f"expected ~{_duration(plan['expected_seconds'])} on 1 CPU thread")
+    if plan["expected_memory_mb"]:
+        parts.append(f"~{plan['expected_memory_mb'] / 1024:.1f} GB")
+    return "; ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"

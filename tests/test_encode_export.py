@@ -215,3 +215,13 @@ def test_help_of_evaluate_is_enough():
     doc = factorvae.evaluate.__doc__
     for needed in ("run directory", "model=", "codes=", "factors=", "sizes=", "preset", "seed", "FactorVAE"):
         assert needed in doc
+
+
+def test_eval_says_what_it_will_do_before_it_starts(cli, toy_run):
+    code, out, err = cli("eval", toy_run, "--metrics", "mig", "--preset", "fast", "--set", "mig.num_train=500")
+    assert code == 0, err
+    first = next(line for line in err.splitlines() if line.startswith("preset "))
+    assert first.startswith("preset fast: mig; ~") and "of 3,072 grid images to encode" in first
+    # 500 uniform draws from 3,072 points: ~460 distinct, what the cache then encodes
+    encoded = json.loads((toy_run / "eval.json").read_text())["encoder"]["distinct_points"]
+    assert int(first.split("~")[1].split(" ")[0].replace(",", "")) == pytest.approx(encoded, rel=0.05)

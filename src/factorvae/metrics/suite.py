@@ -16,6 +16,7 @@ a metric never changes another metric's numbers.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 import zlib
 
@@ -221,7 +222,8 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
 def evaluate_model(model, dataset, preset: str = "fast", seed: int = 0, metrics=None, batch_size: int = 256,
                    progress: bool = False, overrides: dict[str, dict] | None = None) -> dict:
     """Score a model's representation (``model.representation``: encoder means for VAEs) on
-    the data set's factor grid; what ``train --eval-every`` and ``factorvae eval`` call."""
+    the data set's factor grid; what ``train --eval-every`` and ``factorvae eval`` call. With
+    ``progress``, first prints what it will do (``plan.describe``) to stderr."""
     import torch
 
     grid = getattr(dataset, "grid", None)
@@ -229,6 +231,10 @@ def evaluate_model(model, dataset, preset: str = "fast", seed: int = 0, metrics=
         name = getattr(dataset, "name", "this data set")
         raise UserError(f"data set {name} has no ground-truth factors; metrics need a factor grid")
     parse_metrics(metrics), preset_params(preset), check_overrides(overrides)  # fail before encoding
+    if progress:  # what it will do and cost, before the minutes start (`factorvae eval`)
+        from factorvae.metrics.plan import describe, format_plan
+
+        print(format_plan(describe(preset, metrics, grid=grid, overrides=overrides)), file=sys.stderr, flush=True)
     try:
         device = next(model.parameters()).device
     except (StopIteration, AttributeError):

@@ -32,8 +32,17 @@ WEIGHTS, CONFIG, CARD, TRAVERSAL = "model.safetensors", "config.json", "README.m
 #: InfoWGAN-GP the generator and the critic, whose Q head is its encoder
 KEEP = {"infowgan_gp": ("generator_net.", "critic.")}
 DEFAULT_KEEP = ("encoder.", "decoder.")
-PAPER = ("Kim & Mnih, *Disentangling by Factorising*, ICML 2018 (FactorVAE; its §4 defines the "
-         "FactorVAE metric)")
+#: the method's paper, for the model card
+PAPERS = {
+    "vae": "Kingma & Welling, *Auto-Encoding Variational Bayes*, ICLR 2014",
+    "betavae": "Higgins et al., *β-VAE*, ICLR 2017",
+    "factorvae": "Kim & Mnih, *Disentangling by Factorising*, ICML 2018",
+    "betatcvae": "Chen et al., *Isolating Sources of Disentanglement in VAEs*, NeurIPS 2018",
+    "dipvae1": "Kumar et al., *Variational Inference of Disentangled Latent Concepts* (DIP-VAE-I), ICLR 2018",
+    "dipvae2": "Kumar et al., *Variational Inference of Disentangled Latent Concepts* (DIP-VAE-II), ICLR 2018",
+    "aae": "Makhzani et al., *Adversarial Autoencoders*, ICLR 2016 workshop",
+    "infowgan_gp": "Chen et al., *InfoGAN*, NeurIPS 2016, with the WGAN-GP loss of Gulrajani et al., NeurIPS 2017",
+}
 
 
 def kept_prefixes(model_name: str) -> tuple[str, ...]:
@@ -126,15 +135,17 @@ def model_card(config: dict, scores: dict | None, has_traversal: bool) -> str:
     from factorvae.metrics.suite import HEADLINE, METRICS
 
     m, d, info = config["model"], config["data"], config["export"]
-    front = {"library_name": "factorvae", "tags": ["disentanglement", "vae", "pytorch", m["name"]],
+    family = "gan" if m["name"] == "infowgan_gp" else "vae"
+    front = {"library_name": "factorvae", "tags": ["disentanglement", family, "pytorch", m["name"]],
              "datasets": [d["name"]]}
     scored = [k for k in METRICS if scores and k in scores]
     if scored:
         front["metrics"] = scored
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
              f"# {m['name']} on {d['name']}", "",
-             f"A `{m['name']}` model trained with [factorvae](https://pypi.org/project/factorvae/) for "
-             f"{info['step']:,} steps on `{d['name']}`. Method: {PAPER}.", "",
+             f"Model `{m['name']}` trained with factorvae for {info['step']:,} steps on `{d['name']}`. "
+             f"Method: {PAPERS.get(m['name'], m['name'])}. The FactorVAE metric is defined in Kim & Mnih, "
+             "ICML 2018, §4.", "",
              "## Load", "", "```python", "from factorvae.export import load_exported",
              'run = load_exported(".")              # model in eval mode, its config and data set',
              "codes = run.model.representation(x)   # x: (B, C, 64, 64) in [0, 1]", "```", "",

@@ -155,3 +155,9 @@ def test_format_plan_is_one_line():
     grid = FactorGrid(("a", "b"), (30, 40))
     line = plan.format_plan(plan.describe("fast", grid=grid))
     assert "\n" not in line and line.startswith("preset fast: factor_vae") and "grid images to encode" in line
+
+
+def test_metrics_dry_run_says_what_it_would_do_and_scores_nothing(cli):
+    code, out, err = cli("metrics", PARITY / "i_perfect.npz", "--preset", "fast", "--dry-run")
+    assert code == 0 and out == ""
+    assert "codes of every grid point; preset fast: factor_vae, beta_vae, mig, dci, sap, modularity_explicitness" in err

@@ -2,9 +2,11 @@
 encode, expected time and memory (``describe``; ``factorvae metrics`` and ``eval`` print it).
 
 The time and memory figures are measurements (``benchmarks/eval_presets.py``): dSprites, the
-paper's FactorVAE networks (10 latents), one CPU thread on a shared 2-core machine. Other
-data sets and machines scale them: encoding time with the number of images, the metrics'
-own time with the number of factor classes (DCI fits one tree per class and stage).
+paper's FactorVAE networks (10 latents), one CPU thread on a shared 2-core machine. For other
+grids they are scaled: encoding time with the number of images to encode, the metrics' own
+time with the total number of factor classes (DCI fits one tree per class and boosting
+stage), memory with the size of the data set's images. Estimates, not promises: a busy
+machine is slower, a GPU encodes far faster.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from factorvae.metrics.codes import Codes
 MEASURED = {
     "where": "dSprites, paper FactorVAE networks, 1 CPU thread, shared 2-core machine",
     "encode_images_per_s": 1000,
+    "classes": 113,  # dSprites' scored factors: 3 + 6 + 40 + 32 + 32
+    "images_mb": 737_280 * 64 * 64 / 2**20,  # its uint8 images (memory-mapped, all touched)
     # per preset: each metric's own compute time (s, cache already filled) and the peak
     # resident memory (MiB) of a whole `eval` process, data set included
     "presets": {
@@ -39,12 +43,12 @@ def draws(name: str, params: dict, num_grid: int) -> int:
 
 
 def describe(preset: str = "dlib", metrics=None, codes: Codes | None = None, grid=None,
-             overrides: dict | None = None) -> dict:
+             overrides: dict | None = None, channels: int = 1) -> dict:
     """What ``evaluate`` will do: the metrics, the grid points each draws, the images a model
     must encode (each grid point at most once: the expected number of distinct points among
     the draws, every draw being uniform over the grid) and the expected seconds and memory
     (from MEASURED; ``None`` where not measured). Give ``codes`` (arrays: nothing to encode)
-    or the model's ``grid``."""
+    or the model's ``grid`` (and its images' ``channels``)."""
     if codes is not None:
         names, grid = suite.sample_metrics(codes, metrics), codes.grid
     else:
@@ -61,12 +65,15 @@ def describe(preset: str = "dlib", metrics=None, codes: Codes | None = None, gri
         to_encode = round(num_grid * -math.expm1(-total / num_grid))
     measured = MEASURED["presets"].get(preset, {})
     compute = [measured.get("metric_seconds", {}).get(m) for m in names]
-    seconds = None
-    if all(c is not None for c in compute) and not overrides:
-        seconds = round(sum(compute) + to_encode / MEASURED["encode_images_per_s"])
+    seconds = memory = None
+    if grid is not None and all(c is not None for c in compute) and not overrides:
+        scale = sum(s for s in grid.sizes if s > 1) / MEASURED["classes"]
+        seconds = round(sum(compute) * scale + to_encode / MEASURED["encode_images_per_s"])
+    if codes is None and num_grid and measured.get("peak_memory_mb"):
+        images_mb = num_grid * channels * 64 * 64 / 2**20
+        memory = round(measured["peak_memory_mb"] - MEASURED["images_mb"] + images_mb)
     return {"preset": preset, "metrics": names, "draws": per_metric, "images_to_encode": to_encode,
-            "grid_points": num_grid, "expected_seconds": seconds,
-            "expected_memory_mb": measured.get("peak_memory_mb") if codes is None else None,
+            "grid_points": num_grid, "expected_seconds": seconds, "expected_memory_mb": memory,
             "measured_on": MEASURED["where"]}
 
 

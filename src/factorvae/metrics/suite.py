@@ -234,7 +234,8 @@ def evaluate_model(model, dataset, preset: str = "fast", seed: int = 0, metrics=
     if progress:  # what it will do and cost, before the minutes start (`factorvae eval`)
         from factorvae.metrics.plan import describe, format_plan
 
-        print(format_plan(describe(preset, metrics, grid=grid, overrides=overrides)), file=sys.stderr, flush=True)
+        plan = describe(preset, metrics, grid=grid, overrides=overrides, channels=getattr(dataset, "channels", 1))
+        print(format_plan(plan), file=sys.stderr, flush=True)
     try:
         device = next(model.parameters()).device
     except (StopIteration, AttributeError):

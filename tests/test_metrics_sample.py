@@ -127,6 +127,10 @@ def test_describe_counts_draws_and_images_to_encode():
     dlib = plan.describe("dlib", grid=grid)
     assert dlib["images_to_encode"] > d["images_to_encode"]
     assert plan.describe("fast", metrics="mig", grid=grid)["draws"] == {"mig": 5000}
+    # dSprites is where the figures were measured: the scaling reproduces them there
+    assert dlib["expected_memory_mb"] == plan.MEASURED["presets"]["dlib"]["peak_memory_mb"]
+    assert dlib["expected_seconds"] > d["expected_seconds"] > 0
+    assert plan.describe("fast", grid=grid, channels=3)["expected_memory_mb"] > d["expected_memory_mb"]
     f, z, s = parity("i_perfect")
     on_codes = plan.describe("fast", codes=Codes.from_sample(f[:900], z[:900], s))
     assert on_codes["images_to_encode"] == 0 and "factor_vae" not in on_codes["metrics"]

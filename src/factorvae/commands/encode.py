@@ -59,7 +59,7 @@ def run(args) -> int:
     import numpy as np
 
     from factorvae.metrics.api import choose_points, encode_points
-    from factorvae.metrics.plan import MEASURED
+    from factorvae.metrics.plan import MEASURED, duration
     from factorvae.runs import atomic_write_bytes, load_run
 
     out = check_out(args.out)
@@ -71,9 +71,9 @@ def run(args) -> int:
     if grid is None:
         raise UserError(f"data set {r.config['data']['name']} has no ground-truth factors; nothing to encode")
     n = len(choose_points(len(grid), points, np.random.default_rng(seed)))
-    minutes = n / MEASURED["encode_images_per_s"] / 60
+    expected = duration(n / MEASURED["encode_images_per_s"])
     print(f"encoding {n:,} of {len(grid):,} grid points of {r.config['data']['name']} with {r.dir} (step {r.step}); "
-          f"~{minutes:.0f} min on 1 CPU thread", file=sys.stderr, flush=True)
+          f"~{expected} on one idle CPU core (paper networks)", file=sys.stderr, flush=True)
     arrays = encode_points(r.model, r.dataset, points=points, seed=seed, batch_size=batch_size,
                            progress=not args.no_progress)
     try:

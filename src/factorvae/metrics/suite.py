@@ -166,7 +166,7 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
     ``seconds`` (per metric and total); ``encoder`` when the codes come from a model.
 
     For a random sample of codes (``Codes.from_sample``) the default is the metrics it can
-    serve (MIG, DCI, SAP, modularity/explicitness; ``settings.skipped`` names the others);
+    serve (MIG, DCI, SAP, modularity/explicitness; ``settings.sample.skipped`` names the others);
     naming FactorVAE or Higgins raises a UserError that says how to score them."""
     names = sample_metrics(codes, metrics)
     params = preset_params(preset)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load

@@ -54,12 +54,6 @@ def parity_arrays():
 def bad_inputs(tmp_path):
     a = parity_arrays()
     cases = {}
-    cases["incomplete"] = (write_npz(tmp_path / "inc.npz", factors=a["factors"][1:], codes=a["codes"][1:],
-                                     sizes=a["sizes"]), "incomplete grid")
-    dup = a["factors"].copy()
-    dup[5] = dup[6]
-    cases["duplicated"] = (write_npz(tmp_path / "dup.npz", factors=dup, codes=a["codes"], sizes=a["sizes"]),
-                           "duplicated grid points")
     cases["lengths"] = (write_npz(tmp_path / "len.npz", factors=a["factors"], codes=a["codes"][:-3],
                                   sizes=a["sizes"]), "has 11517 rows but 'factors' has 11520")
     nan = a["codes"].copy()
@@ -77,13 +71,29 @@ def bad_inputs(tmp_path):
     return cases
 
 
-@pytest.mark.parametrize("case", ["incomplete", "duplicated", "lengths", "nan", "inf", "keys", "not_npz", "missing"])
+@pytest.mark.parametrize("case", ["lengths", "nan", "inf", "keys", "not_npz", "missing"])
 def test_bad_grid_files(cli, tmp_path, case):
     path, message = bad_inputs(tmp_path)[case]
     code, out, err = cli("metrics", path)
     assert code == 2 and out == ""
     assert message in err and err.startswith("factorvae metrics: error:") and "Traceback" not in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("rows", ["incomplete", "duplicated"])
+def test_rows_that_are_not_the_whole_grid_are_a_sample(cli, tmp_path, rows):
+    """Not every grid point exactly once: a random sample (MIG, DCI, SAP, modularity), and the
+    FactorVAE metric, which needs chosen points, says how to get it."""
+    a = parity_arrays()
+    factors, codes = a["factors"][1:], a["codes"][1:]
+    if rows == "duplicated":
+        factors, codes = a["factors"].copy(), a["codes"]
+        factors[5] = factors[6]
+    path = write_npz(tmp_path / "s.npz", factors=factors, codes=codes, sizes=a["sizes"])
+    code, out, err = cli("metrics", path, "--metrics", "factor_vae")
+    assert code == 2 and out == "" and f"a random sample of {len(factors)} points" in err
+    code, out, err = cli("metrics", path, "--metrics", "mig", "--preset", "fast", "--json")
+    assert code == 0 and json.loads(out)["settings"]["sample"]["points"] == len(factors)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,14 +1,15 @@
-"""`factorvae metrics GRID.npz`: score any representation given as arrays.
+"""`factorvae metrics CODES.npz`: score any representation given as arrays.
 
-The .npz holds ``factors`` (N, K) integer classes covering a complete factor grid (rows in
-any order), ``codes`` (N, D) floats and ``sizes`` (K,); optionally ``names`` (K,) strings.
-This is the format of the parity fixtures (tests/fixtures/parity/).
+The .npz holds ``factors`` (N, K) integer classes, ``codes`` (N, D) floats and ``sizes``
+(K,); optionally ``names`` (K,) strings. Either every grid point once, rows in any order
+(all metrics; the parity fixtures in tests/fixtures/parity/), or a random sample of grid
+points of any size (MIG, DCI, SAP, modularity/explicitness; ``factorvae encode`` writes one).
 """
 
 from __future__ import annotations
 
 import json
-import zipfile
+import sys
 from pathlib import Path
 
 from factorvae.errors import UserError
@@ -30,10 +31,13 @@ def add_metric_options(p) -> None:
 def register(sub) -> None:
     p = sub.add_parser("metrics", help="score a representation given as an .npz (factors, codes, sizes)",
                        description="Score a representation: FactorVAE metric, Higgins (beta-VAE) metric, MIG, DCI, "
-                                   "SAP, modularity/explicitness.")
-    p.add_argument("grid", metavar="GRID.npz", help=".npz with factors (N,K), codes (N,D), sizes (K)")
+                                   "SAP, modularity/explicitness. The .npz holds codes of every grid point (all "
+                                   "metrics) or of a random sample of grid points (MIG, DCI, SAP, modularity; "
+                                   "`factorvae encode RUN --out codes.npz` writes one). See docs/metrics.md.")
+    p.add_argument("grid", metavar="CODES.npz", help=".npz with factors (N,K), codes (N,D), sizes (K)")
     add_metric_options(p)
     p.add_argument("--out", help="also write the JSON result to this file")
+    p.add_argument("--dry-run", action="store_true", help="say what would be scored and how long it takes; score nothing")
     p.set_defaults(func=run)
 
 
@@ -52,33 +56,6 @@ def check_options(args) -> tuple[list[str], int, dict]:
     return names, seed, overrides
 
 
-def load_npz(path: str | Path):
-    import numpy as np
-
-    from factorvae.metrics.codes import Codes
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
-    if not hasattr(npz, "files"):
-        raise UserError(f"{path}: a single array, not an .npz with factors, codes and sizes")
-    with npz:
-        missing = [k for k in ("factors", "codes", "sizes") if k not in npz.files]
-        if missing:
-            raise UserError(f"{path}: missing key(s) {', '.join(missing)} (found {', '.join(npz.files) or 'none'}); "
-                            "expected factors (N,K), codes (N,D), sizes (K)")
-        try:
-            arrays = {k: npz[k] for k in ("factors", "codes", "sizes")}
-            names = npz["names"] if "names" in npz.files else None
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-            raise UserError(f"{path}: cannot read its arrays ({type(e).__name__}: {e})") from None
-    return Codes.from_arrays(arrays["factors"], arrays["codes"], arrays["sizes"], names=names, source=str(path))
-
-
 def emit(results: dict, as_json: bool, out: str | None = None) -> None:
     from factorvae.metrics.suite import format_table
 
@@ -93,11 +70,21 @@ def emit(results: dict, as_json: bool, out: str | None = None) -> None:
 
 
 def run(args) -> int:
-    from factorvae.metrics.suite import evaluate
+    from factorvae.metrics.api import load_codes
+    from factorvae.metrics.plan import describe, format_plan
+    from factorvae.metrics.suite import evaluate, sample_warnings
 
     names, seed, overrides = check_options(args)
-    codes = load_npz(args.grid)
-    results = evaluate(codes, metrics=names, preset=args.preset, seed=seed, overrides=overrides)
+    metrics = None if args.metrics == "all" else names  # a sample's default: the metrics it serves
+    codes = load_codes(args.grid)
+    kind = f"a sample of {codes.num_points:,} grid points" if codes.is_sample else "every grid point"
+    print(f"{args.grid}: codes of {kind}; " + format_plan(describe(args.preset, metrics, codes=codes,
+                                                                   overrides=overrides)), file=sys.stderr)
+    if args.dry_run:
+        return 0
+    results = evaluate(codes, metrics=metrics, preset=args.preset, seed=seed, overrides=overrides)
     results["settings"]["input"] = str(args.grid)
+    for line in sample_warnings(results):
+        print(f"note: {line}", file=sys.stderr)
     emit(results, args.json, args.out)
     return 0

@@ -5,6 +5,10 @@ per flat grid index (the official index order, ``FactorGrid.index``). Metrics as
 codes of factor classes with :meth:`Codes.get`; they never call the model.
 
 - :meth:`Codes.from_arrays` holds a complete table (``factorvae metrics GRID.npz``).
+- :meth:`Codes.from_sample` holds codes of a random sample of grid points (any number, repeats
+  allowed; ``factorvae encode`` writes one). It serves the metrics that only draw random points
+  (MIG, DCI, SAP, modularity/explicitness), not those that fix a factor (FactorVAE, Higgins).
+  :meth:`Codes.from_points` picks between the two.
 - :meth:`Codes.from_encoder` encodes lazily: a grid index is encoded the first time a metric
   asks for it and memoised (a float32 table plus a mask), so one evaluation encodes each
   needed image at most once, in large batches. disentanglement_lib instead encodes afresh
@@ -40,6 +44,61 @@ def _metric_grid(grid: FactorGrid) -> FactorGrid:
     return grid.subset(keep)[0]
 
 
+def _validate(factors, codes, sizes, names, source):
+    """Checked (grid, int64 factors, codes, flat indices) of factor/code arrays; every problem
+    raises a UserError naming it."""
+    sizes = np.asarray(sizes)
+    if sizes.ndim != 1 or sizes.size == 0:
+        raise UserError(f"{source}: 'sizes' must be a 1-D list of factor sizes, got shape {sizes.shape}")
+    if not np.issubdtype(sizes.dtype, np.integer):
+        if not np.issubdtype(sizes.dtype, np.floating) or not np.all(np.mod(sizes, 1) == 0):
+            raise UserError(f"{source}: 'sizes' must be whole numbers, got {sizes.tolist()}")
+    sizes = sizes.astype(np.int64)
+    if (sizes < 1).any():
+        raise UserError(f"{source}: factor sizes must be >= 1, got {sizes.tolist()}")
+    K = len(sizes)
+    if names is None:
+        names = [f"factor{k}" for k in range(K)]
+    names = [str(n) for n in np.asarray(names).ravel().tolist()]
+    if len(names) != K:
+        raise UserError(f"{source}: {len(names)} factor names for {K} factor sizes")
+    if len(set(names)) != K:
+        raise UserError(f"{source}: factor names must be unique, got {names}")
+    grid = FactorGrid(tuple(names), tuple(int(s) for s in sizes))
+
+    factors = np.asarray(factors)
+    if factors.ndim != 2 or factors.shape[1] != K:
+        raise UserError(f"{source}: 'factors' must have shape (N, {K}) for {K} factor sizes, got {factors.shape}")
+    if not np.issubdtype(factors.dtype, np.integer):
+        if not np.issubdtype(factors.dtype, np.floating) or not np.all(np.isfinite(factors)) \
+                or not np.all(np.mod(factors, 1) == 0):
+            raise UserError(f"{source}: 'factors' must hold integer classes, got dtype {factors.dtype}")
+        factors = factors.astype(np.int64)
+    codes = np.asarray(codes)
+    if codes.ndim == 1:
+        codes = codes[:, None]
+    if codes.ndim != 2 or codes.shape[1] < 1:
+        raise UserError(f"{source}: 'codes' must have shape (N, D) with D >= 1, got {codes.shape}")
+    if not (np.issubdtype(codes.dtype, np.floating) or np.issubdtype(codes.dtype, np.integer)):
+        raise UserError(f"{source}: 'codes' must be numbers, got dtype {codes.dtype}")
+    if len(codes) != len(factors):
+        raise UserError(f"{source}: 'codes' has {len(codes)} rows but 'factors' has {len(factors)}; "
+                        "one code per factor row is needed")
+    bad = ~np.isfinite(codes)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        kind = "NaN" if np.isnan(codes).any() else "infinite"
+        raise UserError(f"{source}: 'codes' has {kind} values in {len(rows)} row(s) (first: row {rows[0]}); "
+                        "codes must be finite")
+    out_of_range = (factors < 0) | (factors >= sizes)
+    if out_of_range.any():
+        k = int(np.nonzero(out_of_range.any(axis=0))[0][0])
+        raise UserError(f"{source}: factor {names[k]!r} has classes outside 0..{sizes[k] - 1} "
+                        f"(e.g. {int(factors[out_of_range[:, k], k][0])})")
+    index = factors @ np.asarray(grid.strides, dtype=np.int64)
+    return grid, factors, codes, index
+
+
 class Codes:
     """Codes of every (needed) grid point, addressed by factor classes.
 
@@ -48,6 +107,8 @@ class Codes:
     """
 
     full_grid: FactorGrid
+    #: True for a random sample of grid points (``from_sample``): only random draws, no ``get``
+    is_sample = False
 
     def __init__(self, grid: FactorGrid, num_codes: int):
         self.grid = grid
@@ -61,58 +122,10 @@ class Codes:
         """A complete representation: ``factors`` (N, K) integer classes covering the grid of
         ``sizes`` exactly once (rows in any order), ``codes`` (N, D) finite floats. Rows are
         reordered into grid index order. Every problem raises a UserError naming it."""
-        sizes = np.asarray(sizes)
-        if sizes.ndim != 1 or sizes.size == 0:
-            raise UserError(f"{source}: 'sizes' must be a 1-D list of factor sizes, got shape {sizes.shape}")
-        if not np.issubdtype(sizes.dtype, np.integer):
-            if not np.issubdtype(sizes.dtype, np.floating) or not np.all(np.mod(sizes, 1) == 0):
-                raise UserError(f"{source}: 'sizes' must be whole numbers, got {sizes.tolist()}")
-        sizes = sizes.astype(np.int64)
-        if (sizes < 1).any():
-            raise UserError(f"{source}: factor sizes must be >= 1, got {sizes.tolist()}")
-        K = len(sizes)
-        if names is None:
-            names = [f"factor{k}" for k in range(K)]
-        names = [str(n) for n in np.asarray(names).ravel().tolist()]
-        if len(names) != K:
-            raise UserError(f"{source}: {len(names)} factor names for {K} factor sizes")
-        if len(set(names)) != K:
-            raise UserError(f"{source}: factor names must be unique, got {names}")
-        grid = FactorGrid(tuple(names), tuple(int(s) for s in sizes))
-
-        factors = np.asarray(factors)
-        if factors.ndim != 2 or factors.shape[1] != K:
-            raise UserError(f"{source}: 'factors' must have shape (N, {K}) for {K} factor sizes, got {factors.shape}")
-        if not np.issubdtype(factors.dtype, np.integer):
-            if not np.issubdtype(factors.dtype, np.floating) or not np.all(np.isfinite(factors)) \
-                    or not np.all(np.mod(factors, 1) == 0):
-                raise UserError(f"{source}: 'factors' must hold integer classes, got dtype {factors.dtype}")
-            factors = factors.astype(np.int64)
-        codes = np.asarray(codes)
-        if codes.ndim == 1:
-            codes = codes[:, None]
-        if codes.ndim != 2 or codes.shape[1] < 1:
-            raise UserError(f"{source}: 'codes' must have shape (N, D) with D >= 1, got {codes.shape}")
-        if not (np.issubdtype(codes.dtype, np.floating) or np.issubdtype(codes.dtype, np.integer)):
-            raise UserError(f"{source}: 'codes' must be numbers, got dtype {codes.dtype}")
-        if len(codes) != len(factors):
-            raise UserError(f"{source}: 'codes' has {len(codes)} rows but 'factors' has {len(factors)}; "
-                            "one code per factor row is needed")
-        bad = ~np.isfinite(codes)
-        if bad.any():
-            rows = np.flatnonzero(bad.any(axis=1))
-            kind = "NaN" if np.isnan(codes).any() else "infinite"
-            raise UserError(f"{source}: 'codes' has {kind} values in {len(rows)} row(s) (first: row {rows[0]}); "
-                            "codes must be finite")
-        out_of_range = (factors < 0) | (factors >= sizes)
-        if out_of_range.any():
-            k = int(np.nonzero(out_of_range.any(axis=0))[0][0])
-            raise UserError(f"{source}: factor {names[k]!r} has classes outside 0..{sizes[k] - 1} "
-                            f"(e.g. {int(factors[out_of_range[:, k], k][0])})")
-        index = factors @ np.asarray(grid.strides, dtype=np.int64)
+        grid, factors, codes, index = _validate(factors, codes, sizes, names, source)
         n_grid = len(grid)
         counts = np.bincount(index, minlength=n_grid)
-        shape = "x".join(str(s) for s in sizes)
+        shape = "x".join(str(sz) for sz in grid.sizes)
         if (counts > 1).any():
             dup = int(np.flatnonzero(counts > 1)[0])
             raise UserError(f"{source}: duplicated grid points: {int((counts > 1).sum())} point(s) appear more than once "
@@ -125,6 +138,27 @@ class Codes:
         table = np.empty((n_grid, codes.shape[1]), dtype=np.float64)
         table[index] = codes
         return _TableCodes(grid, table)
+
+    @classmethod
+    def from_sample(cls, factors, codes, sizes, names=None, source: str = "input") -> "Codes":
+        """Codes of a random sample of grid points: ``factors`` (n, K) integer classes of any
+        n >= 2 points drawn uniformly from the grid of ``sizes`` (repeats allowed), ``codes``
+        (n, D). Supports the metrics that only draw random points (MIG, DCI, SAP,
+        modularity/explicitness): :meth:`sample` and :meth:`sample_split` hand out rows of the
+        sample without replacement, so training and test rows never overlap."""
+        grid, factors, codes, _ = _validate(factors, codes, sizes, names, source)
+        if len(factors) < 2:
+            raise UserError(f"{source}: {len(factors)} point(s); a sample needs at least 2")
+        return _SampleCodes(grid, factors, codes.astype(np.float64))
+
+    @classmethod
+    def from_points(cls, factors, codes, sizes, names=None, source: str = "input") -> "Codes":
+        """A complete table when the rows cover the grid exactly once (every metric), else a
+        random sample (:meth:`from_sample`)."""
+        grid, f, _, index = _validate(factors, codes, sizes, names, source)
+        if len(index) == len(grid) and np.bincount(index, minlength=len(grid)).max(initial=0) == 1:
+            return cls.from_arrays(factors, codes, sizes, names, source)
+        return cls.from_sample(factors, codes, sizes, names, source)
 
     @classmethod
     def from_encoder(cls, encode_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -159,6 +193,11 @@ class Codes:
         ``sample_factors``): (classes (n, K), codes (n, D))."""
         classes = self.grid.sample(int(n), rng)
         return classes, self.get(classes)
+
+    def sample_split(self, n_train: int, n_test: int, rng: np.random.Generator):
+        """A training and a test draw: ((classes, codes), (classes, codes)). From the grid: two
+        independent uniform draws (dlib draws them with two ``sample_factors`` calls)."""
+        return self.sample(n_train, rng), self.sample(n_test, rng)
 
     def _lookup(self, flat: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -243,3 +282,64 @@ class _EncoderCodes(Codes):
     @property
     def num_encoded(self) -> int:
         return int(self._have.sum())
+
+
+#: why a sample cannot serve the FactorVAE / Higgins metrics, and what to do instead
+FIXES_FACTORS = ("{metric} fixes one factor at a time, so it needs the codes of grid points it chooses; a random "
+                 "sample of {n} points cannot give them. Score the model instead: factorvae.evaluate(model=..., "
+                 "dataset=...) or `factorvae eval RUN_DIR`, or give codes for every grid point")
+
+
+class _SampleCodes(Codes):
+    """Rows of a random sample of grid points. Draws are without replacement within one
+    request, so a train/test split never shares a row; a request larger than the sample gets
+    every row (recorded in ``draws``, reported by the suite)."""
+
+    is_sample = True
+
+    def __init__(self, grid: FactorGrid, factors: np.ndarray, codes: np.ndarray):
+        self.full_grid = grid
+        super().__init__(_metric_grid(grid), codes.shape[1])
+        keep = [grid.names.index(n) for n in self.grid.names]
+        self.factors = factors[:, keep]
+        self.codes = codes
+        self.draws: list[dict] = []  # what each request asked for and got
+
+    @property
+    def num_points(self) -> int:
+        return len(self.codes)
+
+    @property
+    def num_encoded(self) -> int:
+        return self.num_points
+
+    def missing_classes(self) -> dict[str, int]:
+        """Per scored factor, how many of its classes the sample never shows."""
+        out = {}
+        for k, (name, size) in enumerate(zip(self.grid.names, self.grid.sizes)):
+            seen = len(np.unique(self.factors[:, k]))
+            if seen < size:
+                out[name] = size - seen
+        return out
+
+    def _lookup(self, flat):
+        raise UserError(FIXES_FACTORS.format(metric="this metric", n=self.num_points))
+
+    def sample(self, n, rng):
+        n = int(n)
+        idx = rng.choice(self.num_points, size=min(n, self.num_points), replace=False)
+        self.draws.append({"asked": n, "got": len(idx)})
+        return self.factors[idx], self.codes[idx]
+
+    def sample_split(self, n_train, n_test, rng):
+        n_train, n_test = int(n_train), int(n_test)
+        N = self.num_points
+        if n_train + n_test <= N:
+            a, b = n_train, n_test
+        else:  # too few points: split all of them in the asked proportion
+            a = min(N - 1, max(1, round(N * n_train / (n_train + n_test))))
+            b = N - a
+        idx = rng.choice(N, size=a + b, replace=False)
+        self.draws.append({"asked": [n_train, n_test], "got": [a, b]})
+        tr, te = idx[:a], idx[a:]
+        return (self.factors[tr], self.codes[tr]), (self.factors[te], self.codes[te])

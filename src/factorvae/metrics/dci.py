@@ -96,8 +96,7 @@ def dci(codes: Codes, rng: np.random.Generator, num_train: int = 10000, num_test
         raise UserError(f"dci: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if num_train < 2 or num_test < 1 or n_estimators < 1:
         raise UserError("dci: num_train >= 2, num_test >= 1 and n_estimators >= 1 are needed")
-    y_train, x_train = codes.sample(num_train, rng)
-    y_test, x_test = codes.sample(num_test, rng)
+    (y_train, x_train), (y_test, x_test) = codes.sample_split(num_train, num_test, rng)
     importance, acc_train, acc_test = fit_importances(x_train, y_train, x_test, y_test, rng, backend, n_jobs,
                                                       n_estimators)
     if codes.num_codes == 1:  # entropy in base 1 is undefined: one code is trivially complete

@@ -68,8 +68,7 @@ def modularity_explicitness(codes: Codes, rng: np.random.Generator, num_train: i
     """Modularity and explicitness (dlib ``modularity_explicitness``, study settings)."""
     if num_train < 2 or num_test < 1 or num_bins < 1:
         raise UserError("modularity_explicitness: num_train >= 2, num_test >= 1 and num_bins >= 1 are needed")
-    y_train, z_train = codes.sample(num_train, rng)
-    y_test, z_test = codes.sample(num_test, rng)
+    (y_train, z_train), (y_test, z_test) = codes.sample_split(num_train, num_test, rng)
     mi = discrete_mutual_info(histogram_discretize(z_train, num_bins), y_train)
     per_code = modularity_per_code(mi)
     mean, std = z_train.mean(axis=0), z_train.std(axis=0)

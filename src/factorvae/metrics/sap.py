@@ -51,7 +51,6 @@ def sap(codes: Codes, rng: np.random.Generator, num_train: int = 10000, num_test
     """SAP score (dlib ``sap_score``, study settings by default)."""
     if num_train < 2 or num_test < 1:
         raise UserError("sap: num_train >= 2 and num_test >= 1 are needed")
-    y_train, z_train = codes.sample(num_train, rng)
-    y_test, z_test = codes.sample(num_test, rng)
+    (y_train, z_train), (y_test, z_test) = codes.sample_split(num_train, num_test, rng)
     s = score_matrix(z_train, y_train, z_test, y_test, bool(continuous_factors), rng)
     return {"SAP_score": avg_diff_top_two(s), "score_matrix": s.tolist()}

@@ -16,6 +16,7 @@ a metric never changes another metric's numbers.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 import zlib
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from factorvae.errors import UserError
 from factorvae.metrics.beta_vae import beta_vae
-from factorvae.metrics.codes import Codes
+from factorvae.metrics.codes import FIXES_FACTORS, Codes
 from factorvae.metrics.dci import dci
 from factorvae.metrics.factor_vae import factor_vae
 from factorvae.metrics.mig import mig
@@ -39,6 +40,10 @@ FUNCTIONS = {
     "modularity_explicitness": modularity_explicitness,
 }
 METRICS: tuple[str, ...] = tuple(FUNCTIONS)
+#: metrics that hold one factor fixed (paper §4): they need codes of chosen grid points
+FIXED_FACTOR_METRICS = ("factor_vae", "beta_vae")
+#: metrics that only draw random grid points: a random sample of codes serves them
+SAMPLE_METRICS = tuple(m for m in METRICS if m not in FIXED_FACTOR_METRICS)
 
 #: the headline value of each metric (tables, logs)
 HEADLINE = {
@@ -158,8 +163,12 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
              overrides: dict[str, dict] | None = None) -> dict:
     """Score ``codes`` with ``metrics`` (default: all) at ``preset``; returns the JSON-ready
     dict: one entry per metric (disentanglement_lib's keys plus extras), ``settings`` and
-    ``seconds`` (per metric and total); ``encoder`` when the codes come from a model."""
-    names = parse_metrics(metrics)
+    ``seconds`` (per metric and total); ``encoder`` when the codes come from a model.
+
+    For a random sample of codes (``Codes.from_sample``) the default is the metrics it can
+    serve (MIG, DCI, SAP, modularity/explicitness; ``settings.sample.skipped`` names the others);
+    naming FactorVAE or Higgins raises a UserError that says how to score them."""
+    names = sample_metrics(codes, metrics)
     params = preset_params(preset)
     overrides = check_overrides(overrides)
     for name, extra in overrides.items():
@@ -172,10 +181,13 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
         raise UserError(f"seed must be >= 0, got {seed}")
     out: dict = {}
     seconds: dict[str, float] = {}
+    draws: dict[str, list] = {}
     start = time.perf_counter()
     for name in names:
         if progress:
             print(f"  {name} ...", flush=True)
+        if codes.is_sample:
+            codes.draws.clear()
         t = time.perf_counter()
         try:
             result = FUNCTIONS[name](codes, metric_rng(seed, name), **params[name])
@@ -185,6 +197,8 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
             raise UserError(f"{name}: a setting has the wrong type ({e}); given {overrides[name]}") from None
         out[name] = _jsonable(result)
         seconds[name] = round(time.perf_counter() - t, 3)
+        if codes.is_sample:
+            draws[name] = list(codes.draws)
     seconds["total"] = round(time.perf_counter() - start, 3)
     out["settings"] = {
         "preset": preset,
@@ -195,6 +209,8 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
         "dropped_factors": codes.dropped_factors,
         "num_codes": codes.num_codes,
     }
+    if codes.is_sample:
+        out["settings"]["sample"] = sample_notes(codes, metrics, draws)
     out["seconds"] = seconds
     if hasattr(codes, "encode_fn"):
         out["encoder"] = {"images_encoded": codes.images_encoded, "encoder_calls": codes.encoder_calls,
@@ -206,7 +222,8 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
 def evaluate_model(model, dataset, preset: str = "fast", seed: int = 0, metrics=None, batch_size: int = 256,
                    progress: bool = False, overrides: dict[str, dict] | None = None) -> dict:
     """Score a model's representation (``model.representation``: encoder means for VAEs) on
-    the data set's factor grid; what ``train --eval-every`` and ``factorvae eval`` call."""
+    the data set's factor grid; what ``train --eval-every`` and ``factorvae eval`` call. With
+    ``progress``, first prints what it will do (``plan.describe``) to stderr."""
     import torch
 
     grid = getattr(dataset, "grid", None)
@@ -214,6 +231,11 @@ def evaluate_model(model, dataset, preset: str = "fast", seed: int = 0, metrics=
         name = getattr(dataset, "name", "this data set")
         raise UserError(f"data set {name} has no ground-truth factors; metrics need a factor grid")
     parse_metrics(metrics), preset_params(preset), check_overrides(overrides)  # fail before encoding
+    if progress:  # what it will do and cost, before the minutes start (`factorvae eval`)
+        from factorvae.metrics.plan import describe, format_plan
+
+        plan = describe(preset, metrics, grid=grid, overrides=overrides, channels=getattr(dataset, "channels", 1))
+        print(format_plan(plan), file=sys.stderr, flush=True)
     try:
         device = next(model.parameters()).device
     except (StopIteration, AttributeError):
@@ -230,6 +252,49 @@ def evaluate_model(model, dataset, preset: str = "fast", seed: int = 0, metrics=
     finally:
         if was_training:
             model.train()
+
+
+def sample_metrics(codes: Codes, metrics) -> list[str]:
+    """The metrics to run on ``codes``: all by default, those a sample serves for a sample."""
+    names = parse_metrics(metrics)
+    if not codes.is_sample:
+        return names
+    if metrics is None or metrics == "all" or metrics == ["all"]:
+        return [m for m in names if m in SAMPLE_METRICS]
+    fixed = [m for m in names if m in FIXED_FACTOR_METRICS]
+    if fixed:
+        raise UserError(FIXES_FACTORS.format(metric=fixed[0], n=codes.num_points))
+    return names
+
+
+def sample_notes(codes: Codes, metrics, draws: dict[str, list]) -> dict:
+    """What scoring a sample did differently from scoring the grid: skipped metrics, points
+    used where the sample was smaller than asked, factor classes the sample never shows."""
+    out = {"points": codes.num_points,
+           "skipped": [m for m in FIXED_FACTOR_METRICS if metrics in (None, "all", ["all"])],
+           "short": {m: d for m, d in draws.items() if any(x["asked"] != x["got"] for x in d)},
+           "missing_classes": codes.missing_classes()}
+    return out
+
+
+def sample_warnings(results: dict) -> list[str]:
+    """One line per thing a user should know about a score from a sample."""
+    s = results.get("settings", {}).get("sample")
+    if not s:
+        return []
+    lines = []
+    if s["skipped"]:
+        lines.append(f"skipped {', '.join(s['skipped'])}: they fix one factor at a time and need a model "
+                     "(factorvae.evaluate(model=...) or `factorvae eval RUN_DIR`), not a sample")
+    for m, d in s["short"].items():
+        got = d[0]["got"]
+        got = "+".join(str(g) for g in got) if isinstance(got, list) else str(got)
+        lines.append(f"{m}: the sample has {s['points']} points, fewer than the preset asks; used {got} "
+                     "(scores are noisier: encode more points)")
+    if s["missing_classes"]:
+        lines.append("the sample never shows " + ", ".join(f"{n} class(es) of {f}" for f, n in s["missing_classes"].items())
+                     + ": is it a uniform random sample of the grid?")
+    return lines
 
 
 def headline(results: dict) -> dict[str, float]:

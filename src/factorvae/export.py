@@ -1,0 +1,194 @@
+"""Exported models: a run's weights, config and model card in the layout of a Hugging Face
+model repository, and loading them back without unpickling.
+
+    DIR/model.safetensors   encoder + decoder weights (no optimiser or discriminator state)
+    DIR/config.json         the run's resolved config, plus "export": {format, step, model, data}
+    DIR/README.md           model card: YAML front matter (library_name, tags, datasets,
+                            metrics), data, method, hyper-parameters, scores, a traversal
+    DIR/traversal.png       copied from the run's images, when it has one
+
+``load_exported(DIR)`` rebuilds the model in eval mode from these files; ``is_export(DIR)``
+tells such a directory apart from a run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from factorvae.config import resolve
+from factorvae.errors import UserError
+from factorvae.runs import Run, atomic_write_bytes, atomic_write_json, build_model, load_run, pick_device
+
+FORMAT = 1
+WEIGHTS, CONFIG, CARD, TRAVERSAL = "model.safetensors", "config.json", "README.md", "traversal.png"
+#: the networks an export keeps, per method (state-dict prefixes): the encoder and decoder; for
+#: InfoWGAN-GP the generator and the critic, whose Q head is its encoder
+KEEP = {"infowgan_gp": ("generator_net.", "critic.")}
+DEFAULT_KEEP = ("encoder.", "decoder.")
+#: the method's paper, for the model card
+PAPERS = {
+    "vae": "Kingma & Welling, *Auto-Encoding Variational Bayes*, ICLR 2014",
+    "betavae": "Higgins et al., *β-VAE*, ICLR 2017",
+    "factorvae": "Kim & Mnih, *Disentangling by Factorising*, ICML 2018",
+    "betatcvae": "Chen et al., *Isolating Sources of Disentanglement in VAEs*, NeurIPS 2018",
+    "dipvae1": "Kumar et al., *Variational Inference of Disentangled Latent Concepts* (DIP-VAE-I), ICLR 2018",
+    "dipvae2": "Kumar et al., *Variational Inference of Disentangled Latent Concepts* (DIP-VAE-II), ICLR 2018",
+    "aae": "Makhzani et al., *Adversarial Autoencoders*, ICLR 2016 workshop",
+    "infowgan_gp": "Chen et al., *InfoGAN*, NeurIPS 2016, with the WGAN-GP loss of Gulrajani et al., NeurIPS 2017",
+}
+
+
+def kept_prefixes(model_name: str) -> tuple[str, ...]:
+    return KEEP.get(model_name, DEFAULT_KEEP)
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` holds an export (its config.json carries the "export" record)."""
+    try:
+        return "export" in json.loads((Path(path) / CONFIG).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def export_run(run_dir: str | Path, out: str | Path) -> dict[str, str]:
+    """Write the export of a run's last checkpoint to ``out`` (created; an existing non-empty
+    folder only if an earlier export wrote it). Returns {kind: path written}."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_export(out))):
+        raise UserError(f"{out} exists and is not an export folder; choose a new or empty folder")
+    run = load_run(run_dir, device="cpu", load_data=False)
+    prefixes = kept_prefixes(run.model.name)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in run.model.state_dict().items()
+             if k.startswith(prefixes)}
+    meta = {"format": "pt", "factorvae_export": str(FORMAT), "model": run.model.name, "step": str(run.step)}
+    config = {**run.config, "export": {"format": FORMAT, "step": run.step, "model": run.model.name,
+                                       "data": run.config["data"]["name"], "networks": [p[:-1] for p in prefixes]}}
+    scores = _read_json(run.dir / "eval.json")
+    traversal = run.dir / "images" / "traversal_ref0.png"
+    written = {}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if traversal.is_file():
+            atomic_write_bytes(out / TRAVERSAL, lambda f: f.write(traversal.read_bytes()))
+            written["traversal"] = str(out / TRAVERSAL)
+        atomic_write_bytes(out / CARD, lambda f: f.write(model_card(config, scores, traversal.is_file()).encode()))
+        atomic_write_json(out / CONFIG, config)
+        atomic_write_bytes(out / WEIGHTS, lambda f: f.write(st_save(state, metadata=meta)))
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    written.update({"card": str(out / CARD), "config": str(out / CONFIG), "weights": str(out / WEIGHTS)})
+    return written
+
+
+def load_exported(path: str | Path, device: str = "cpu", load_data: bool = True, progress: bool = False) -> Run:
+    """The model of an export folder (eval mode; networks not exported keep their initial
+    values), with its config and, if ``load_data``, its data set: what ``load_run`` returns
+    for a run directory. Reads JSON and safetensors only: nothing is unpickled."""
+    path = Path(path)
+    raw = _read_json(path / CONFIG)
+    if raw is None or "export" not in raw:
+        raise UserError(f"{path} is not an export folder ({CONFIG} with an 'export' record missing)")
+    info = raw.pop("export")
+    cfg = resolve(raw)
+    try:
+        blob = (path / WEIGHTS).read_bytes()
+        state = st_load(blob)
+    except FileNotFoundError:
+        raise UserError(f"{path}: {WEIGHTS} missing") from None
+    except (OSError, SafetensorError) as e:
+        raise UserError(f"{path / WEIGHTS}: unreadable ({type(e).__name__}); it may be truncated") from None
+    dataset = None
+    if load_data:
+        from factorvae.data import load_dataset
+
+        d = cfg["data"]
+        dataset = load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress, channels=d.get("channels"))
+        channels = dataset.channels
+    else:
+        from factorvae.data import get_dataset_info
+
+        channels = cfg["data"].get("channels")
+        channels = channels if channels in (1, 3) else get_dataset_info(cfg["data"]["name"]).channels
+    model, _ = build_model(cfg, channels, pick_device(device))
+    wanted = {k for k in model.state_dict() if k.startswith(kept_prefixes(model.name))}
+    if set(state) != wanted:
+        extra, missing = sorted(set(state) - wanted), sorted(wanted - set(state))
+        raise UserError(f"{path / WEIGHTS} does not fit model {model.name}: "
+                        f"{len(missing)} missing (e.g. {missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]})")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise UserError(f"{path / WEIGHTS} does not fit model {model.name}: {str(e)[:200]}") from None
+    model.eval()
+    return Run(path, cfg, model, dataset, int(info.get("step", 0)))
+
+
+def model_card(config: dict, scores: dict | None, has_traversal: bool) -> str:
+    """README.md of an export: Hugging Face front matter, then what the model is."""
+    from factorvae.metrics.suite import HEADLINE, METRICS
+
+    m, d, info = config["model"], config["data"], config["export"]
+    family = "gan" if m["name"] == "infowgan_gp" else "vae"
+    front = {"library_name": "factorvae", "tags": ["disentanglement", family, "pytorch", m["name"]],
+             "datasets": [d["name"]]}
+    scored = [k for k in METRICS if scores and k in scores]
+    if scored:
+        front["metrics"] = scored
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
+             f"# {m['name']} on {d['name']}", "",
+             f"Model `{m['name']}` trained with factorvae for {info['step']:,} steps on `{d['name']}`. "
+             f"Method: {PAPERS.get(m['name'], m['name'])}. The FactorVAE metric is defined in Kim & Mnih, "
+             "ICML 2018, §4.", "",
+             "## Load", "", "```python", "from factorvae.export import load_exported",
+             'run = load_exported(".")              # model in eval mode, its config and data set',
+             "codes = run.model.representation(x)   # x: (B, C, 64, 64) in [0, 1]", "```", "",
+             f"`{WEIGHTS}` holds the {' and '.join(info['networks'])} weights only (no optimiser or "
+             "discriminator state); `config.json` the complete resolved config.", "",
+             "## Data", "", f"`{d['name']}`" + (f" (channels: {d['channels']})" if d.get("channels") else "") + ".", "",
+             "## Hyper-parameters", "", "| key | value |", "| --- | --- |"]
+    for section in ("model", "optim", "train"):
+        for key, value in _flatten(config[section]).items():
+            lines.append(f"| `{section}.{key}` | `{json.dumps(value)}` |")
+    lines += ["", "## Scores", ""]
+    if scored:
+        s = scores.get("settings", {})
+        lines += [f"`factorvae eval` at preset `{s.get('preset')}`, seed {s.get('seed')}"
+                  + (f", step {scores['run']['step']}" if "run" in scores else "") + ":", "",
+                  "| metric | value |", "| --- | --- |"]
+        for k in scored:
+            v = scores[k].get(HEADLINE[k])
+            lines.append(f"| {k}.{HEADLINE[k]} | {v:.4f} |" if isinstance(v, float) else f"| {k}.{HEADLINE[k]} | {v} |")
+    else:
+        lines.append("Not scored: run `factorvae eval RUN_DIR` before exporting.")
+    lines += ["", "## Latent traversal", ""]
+    lines.append(f"![traversal: one row per latent]({TRAVERSAL})" if has_traversal
+                 else "No traversal image in the run (`factorvae traverse RUN_DIR` makes one).")
+    return "\n".join(lines) + "\n"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable JSON ({type(e).__name__})") from None
+
+
+__all__ = ["export_run", "load_exported", "is_export", "model_card"]

@@ -1,0 +1,186 @@
+"""Scoring from Python: :func:`evaluate` takes a run directory, a model and a data set, a
+codes file or arrays; :func:`encode_points` makes a codes file's arrays from a model
+(``factorvae encode``); :func:`load_codes` reads one (``factorvae metrics``).
+
+A codes file (.npz) holds ``factors`` (n, K) integer classes, ``codes`` (n, D) and ``sizes``
+(K), optionally ``names`` (K): either every grid point once (all six metrics) or a random
+sample of grid points of any size (MIG, DCI, SAP, modularity/explicitness).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from factorvae.errors import UserError
+from factorvae.metrics import suite
+from factorvae.metrics.codes import Codes
+
+#: encode every grid point by default up to this many (dSprites: 737,280; 3D Shapes: 480,000)
+ALL_POINTS_UP_TO = 1_000_000
+#: otherwise this many random points: enough for the dlib preset (10,000 + 5,000 per metric)
+DEFAULT_SAMPLE = 100_000
+
+
+def evaluate(source=None, *, model=None, dataset=None, codes=None, factors=None, sizes=None, names=None,
+             metrics=None, preset: str = "dlib", seed: int = 0, overrides: dict | None = None,
+             device: str = "cpu", batch_size: int = 256, progress: bool = False) -> dict:
+    """Score a representation with the disentanglement metrics; returns a JSON-ready dict.
+
+    Give exactly one of:
+
+    - ``source``: a run directory (its last checkpoint; nothing is written: ``factorvae eval``
+      writes eval.json), an export folder (``factorvae export``), a run from
+      :func:`factorvae.runs.load_run`, a codes file (.npz, ``factorvae encode``), or a
+      :class:`~factorvae.metrics.codes.Codes`;
+    - ``model=`` with ``dataset=``: a model with ``representation(x)`` (the encoder mean for
+      VAEs) or any function mapping images (B, C, 64, 64) in [0, 1] to codes (B, D);
+      ``dataset`` is a data set with a factor grid or its name (``"dsprites"``);
+    - ``codes=`` (n, D) with ``factors=`` (n, K) classes and ``sizes=`` (K) (and optionally
+      ``names=``): every grid point once, or a random sample of grid points of any size.
+
+    ``metrics``: None (all; for a sample, the four it serves), ``"mig,dci"`` or a list of
+    ``factor_vae`` (FactorVAE metric, paper §4), ``beta_vae`` (Higgins et al.), ``mig``,
+    ``dci``, ``sap``, ``modularity_explicitness``. ``preset``: ``dlib`` (disentanglement_lib's
+    study settings), ``paper`` or ``fast``; :func:`factorvae.metrics.plan.describe` says what
+    each costs. ``overrides``: ``{"factor_vae": {"num_train": 800}}``. ``seed``: every draw
+    comes from it (one generator per metric), so a seed means one result.
+
+    A random sample cannot serve the FactorVAE and Higgins metrics (they fix one factor at a
+    time and need the codes of points they choose): naming them raises a UserError; score the
+    model instead. The result has one entry per metric (disentanglement_lib's keys plus
+    extras), ``settings`` (preset, seed, parameters, factors; ``sample`` for a sample) and
+    ``seconds``. Example::
+
+        import factorvae
+        r = factorvae.evaluate("runs/demo", preset="fast")
+        r = factorvae.evaluate(codes=z, factors=y, sizes=[3, 6, 40, 32, 32], metrics="mig,dci")
+        r["mig"]["discrete_mig"]
+    """
+    given = [n for n, v in (("source", source), ("model", model), ("codes", codes)) if v is not None]
+    if len(given) != 1:
+        raise UserError("evaluate: give exactly one of a source (run directory, run, .npz, Codes), model= (with "
+                        f"dataset=) or codes= (with factors= and sizes=); got {', '.join(given) or 'none'}")
+    kw = dict(metrics=metrics, preset=preset, seed=seed, overrides=overrides)
+    if codes is not None:
+        if isinstance(codes, Codes):
+            return suite.evaluate(codes, **kw)
+        if factors is None or sizes is None:
+            raise UserError("evaluate: codes= needs factors= (n, K) classes and sizes= (K) of the factor grid")
+        return suite.evaluate(Codes.from_points(factors, codes, sizes, names, source="codes"), **kw)
+    if model is not None:
+        return _evaluate_model(model, _dataset(dataset), kw, batch_size, progress)
+    if isinstance(source, Codes):
+        return suite.evaluate(source, **kw)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.suffix == ".npz" or path.is_file():
+            return suite.evaluate(load_codes(path), **kw)
+        from factorvae.export import is_export, load_exported
+        from factorvae.runs import load_run
+
+        suite.parse_metrics(metrics), suite.preset_params(preset)  # fail before loading
+        load = load_exported if is_export(path) else load_run
+        source = load(path, device=device, progress=progress)
+    if hasattr(source, "model") and hasattr(source, "dataset"):
+        return _evaluate_model(source.model, source.dataset, kw, batch_size, progress)
+    raise UserError(f"evaluate: cannot score a {type(source).__name__}; give a run directory, a run, an .npz or Codes")
+
+
+def _dataset(dataset):
+    if dataset is None:
+        raise UserError("evaluate: model= needs dataset= (a data set with a factor grid, or its name)")
+    if isinstance(dataset, str):
+        from factorvae.data import load_dataset
+
+        return load_dataset(dataset, progress=False)
+    return dataset
+
+
+def _evaluate_model(model, dataset, kw: dict, batch_size: int, progress: bool) -> dict:
+    if hasattr(model, "representation"):
+        return suite.evaluate_model(model, dataset, batch_size=batch_size, progress=progress, **kw)
+    if not callable(model):
+        raise UserError(f"evaluate: model= must have representation(x) or be a function of images, "
+                        f"got a {type(model).__name__}")
+    grid = getattr(dataset, "grid", None)
+    if grid is None:
+        raise UserError(f"data set {getattr(dataset, 'name', '?')} has no ground-truth factors; metrics need a factor grid")
+    suite.parse_metrics(kw["metrics"]), suite.preset_params(kw["preset"])  # fail before encoding
+    codes = Codes.from_encoder(model, dataset.images, grid, batch_size=batch_size, progress=progress)
+    return suite.evaluate(codes, **kw)
+
+
+def load_codes(path: str | Path) -> Codes:
+    """A codes file (.npz: factors, codes, sizes, optional names) as Codes: a complete table
+    when it covers the grid once, else a random sample. Problems raise one UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
+    if not hasattr(npz, "files"):
+        raise UserError(f"{path}: a single array, not an .npz with factors, codes and sizes")
+    with npz:
+        missing = [k for k in ("factors", "codes", "sizes") if k not in npz.files]
+        if missing:
+            raise UserError(f"{path}: missing key(s) {', '.join(missing)} (found {', '.join(npz.files) or 'none'}); "
+                            "expected factors (N,K), codes (N,D), sizes (K)")
+        try:
+            arrays = {k: npz[k] for k in ("factors", "codes", "sizes")}
+            names = npz["names"] if "names" in npz.files else None
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+            raise UserError(f"{path}: cannot read its arrays ({type(e).__name__}: {e})") from None
+    return Codes.from_points(arrays["factors"], arrays["codes"], arrays["sizes"], names=names, source=str(path))
+
+
+def choose_points(num_grid: int, points: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Flat grid indices to encode: all (sorted) when ``points`` is None and the grid is at
+    most ALL_POINTS_UP_TO, else ``points`` (default DEFAULT_SAMPLE) distinct random ones."""
+    if points is None:
+        if num_grid <= ALL_POINTS_UP_TO:
+            return np.arange(num_grid)
+        points = DEFAULT_SAMPLE
+    points = int(points)
+    if points < 2:
+        raise UserError(f"--points must be >= 2, got {points}")
+    if points >= num_grid:
+        return np.arange(num_grid)
+    return np.sort(rng.choice(num_grid, size=points, replace=False))
+
+
+def encode_points(model, dataset, points: int | None = None, seed: int = 0, batch_size: int = 256,
+                  progress: bool = True) -> dict[str, np.ndarray]:
+    """The arrays of a codes file: ``model.representation`` (encoder means) of ``points``
+    grid points drawn uniformly without replacement with ``seed`` (default: every point when
+    the grid has at most ALL_POINTS_UP_TO), with their factor classes, the grid sizes and
+    factor names. Encodes under no_grad in eval mode, in batches, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    grid = getattr(dataset, "grid", None)
+    if grid is None:
+        raise UserError(f"data set {getattr(dataset, 'name', '?')} has no ground-truth factors; nothing to encode")
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    flat = choose_points(len(grid), points, np.random.default_rng(int(seed)))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for a in tqdm(range(0, len(flat), batch_size), desc="encoding", unit="batch", disable=not progress):
+                idx = flat[a:a + batch_size]
+                out.append(model.representation(dataset.images(idx).to(device)).float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    z = np.concatenate(out)
+    if not np.isfinite(z).all():
+        raise UserError("the encoder returned NaN or infinite codes; the model may have diverged")
+    return {"factors": grid.classes(flat), "codes": z, "sizes": np.asarray(grid.sizes, dtype=np.int64),
+            "names": np.asarray(grid.names)}

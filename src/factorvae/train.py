@@ -50,6 +50,8 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
     else:
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg)
+        if "official_file" in dataset.info:  # beside config.yaml: whether --data-path is the published file
+            atomic_write_json(run.path / "data.json", {k: dataset.info[k] for k in ("source", "official_file")})
     model.train()
 
     from torch.utils.tensorboard import SummaryWriter

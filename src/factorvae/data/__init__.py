@@ -37,7 +37,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "dsprites": DatasetInfo(
         "dsprites", "dSprites / 2D Shapes (Matthey et al. 2017), procedural or the official npz",
         1, dsprites.GRID, dsprites.load, dsprites.generate,
-        render=lambda classes: dsprites.render(classes, variants.sprite_bank())[:, None] * 255,
+        render=lambda classes: dsprites.render(classes)[:, None] * 255,
     ),
     "shapes3d": DatasetInfo(
         "shapes3d", "3D Shapes (Burgess & Kim 2018), procedural or the official 3dshapes.h5",

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 from factorvae.data.grid import FactorGrid
+from factorvae.data.official import identify
 from factorvae.data.store import (ImageData, as_uint8_tensor, atomic_write_text, cache_dir, check_npz_key,
                                   load_cached_npy)
 from factorvae.errors import UserError
@@ -498,10 +499,12 @@ def load_official(path: str | Path, progress: bool = True) -> np.ndarray:
 def load(path: str | Path | None = None, cache: str | Path | None = None, progress: bool = True) -> ImageData:
     """3D Shapes as an ImageData: the official file when ``path`` is given, else procedural
     (generated once into the cache, then memory-mapped)."""
+    extra = {}
     if path is not None:
         imgs, source = load_official(path, progress=progress), str(path)
+        extra["official_file"] = identify("shapes3d", path, cache, progress)  # MD5 vs the published file
     else:
         cpath = generate(cache, progress=progress)
         imgs, source = np.load(cpath, mmap_mode="r"), f"procedural ({cpath})"
     return ImageData("shapes3d", as_uint8_tensor(imgs), GRID, scale=1.0 / 255.0,
-                     info={"source": source, "metric_factors": list(FACTORS)})
+                     info={"source": source, "metric_factors": list(FACTORS), **extra})

@@ -98,6 +98,36 @@ def atomic_save_npy(path: Path, array: np.ndarray, meta: dict) -> None:
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
 
 
+def write_npy_blocks(path: Path, shape: tuple, blocks, meta: dict) -> None:
+    """Write a uint8 .npy of ``shape`` from consecutive row blocks, plus its JSON sidecar,
+    atomically, holding one block at a time: the old sidecar goes first, the data goes to a
+    temporary file that replaces ``path`` only when complete, and the new sidecar (what marks a
+    cache valid) goes last."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                      "shape": tuple(shape)}
+            np.lib.format.write_array_header_1_0(f, header)
+            rows = 0
+            for b in blocks:
+                b = np.ascontiguousarray(b, dtype=np.uint8)
+                if b.shape[1:] != tuple(shape[1:]):
+                    raise ValueError(f"block of shape {b.shape} for an array of shape {shape}")
+                f.write(b.data)
+                rows += len(b)
+            if rows != shape[0]:
+                raise ValueError(f"wrote {rows} of {shape[0]} rows")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

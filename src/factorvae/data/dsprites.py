@@ -14,19 +14,22 @@ pixels of the 64x64 image, pixel (row r, column c) covering [c, c+1] x [r, r+1],
   the square repeats every π/2, the ellipse every π).
 - Sizes at scale 1, multiplied by scale in linspace(0.5, 1, 6):
   square half-side 9.615 px (side 19.2 ≈ 0.3 of the image);
-  ellipse semi-axes 12.783 x 7.212 px (long axis horizontal at orientation 0; area 289.6 px);
+  ellipse semi-axes 12.8 x 7.2 px (long axis horizontal at orientation 0; area 289.5 px);
   heart: the classic curve x = sin³t, y = (13 cos t − 5 cos 2t − 2 cos 3t − cos 4t)/16,
   point down at orientation 0, scaled by 10.629 px vertically and 9.595 px horizontally
   (aspect 0.9027), its origin 1.45 px above the sprite centre: curve coordinates
   x = u/9.595 + 0.0019, y = v/10.629 − 0.1365 for a point (u right, v up) from the centre.
 
 What 12 images cannot pin down: the constants are known only to within the range that keeps
-all 12 identical (about ±0.01 px for the centre, ±0.02–0.05 px for sizes); round values (16,
-32, 9.6, 12.8, 7.2) each change 1–3 of the 12 images by a pixel, so the official generator
-does not use exactly these with centre sampling. The heart curve is the best of three families
-tried (the classic parametric heart, the algebraic heart (x²+y²−1)³ = x²y³, a square with two
-half-discs); its outline between the 4 official hearts' pixels is a fit. Other images of the
-official file may therefore differ from ours by a few boundary pixels.
+all 12 identical (about ±0.01 px for the centre, ±0.02–0.05 px for sizes). The round values
+centre 16 + 32·pos and square half-side 9.6 (with the heart centred, hx = 0) each change 1–3 of
+the 12 images by a pixel (all at once: 3 pixels in 3 images, IoU >= 0.993), so with centre
+sampling the official generator does not use exactly these; the ellipse's round 12.8 x 7.2 fits
+exactly. The heart curve is the best of three families tried (the classic parametric heart,
+the algebraic heart (x²+y²−1)³ = x²y³, a square with two half-discs: 7, 30 and 30 differing
+pixels on the 4 official hearts before the joint fit); its outline between the official
+hearts' pixels is a fit. Other images of the official file may differ from ours by a few
+boundary pixels.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ RENDER_VERSION = 2
 CENTRE = (15.99144, 16.02518)  # sprite centre (x, y) at posX = posY = 0
 SPAN = (32.01809, 32.00538)  # how far the centre moves from pos 0 to pos 1
 SQUARE_HALF = 9.61538
-ELLIPSE_AXES = (12.78343, 7.21248)  # semi-axes along the sprite's own x and y
+ELLIPSE_AXES = (12.8, 7.2)  # semi-axes along the sprite's own x and y (0.2 and 0.1125 of the image)
 HEART_SIZE = 10.62907  # vertical unit of the heart curve
 HEART_ASPECT = 0.90273  # horizontal unit / vertical unit
 HEART_SHIFT = (-0.00188, 0.13654)  # heart-curve origin relative to the sprite centre, in curve units

@@ -176,7 +176,8 @@ def test_generate_streams_sprite_blocks_in_index_order(tmp_path, monkeypatch):
 
     def fake_write(path, shape, blocks, meta):
         assert shape == (len(ds.GRID), 64, 64) and not isinstance(blocks, np.ndarray)
-        for k, b in zip((0, 1, 250), (next(blocks), next(blocks), ds.render_sprite(1, 0, 10).reshape(1024, 64, 64))):
+        later = ds.render_sprite(1, 0, 10).reshape(1024, 64, 64)  # block 250: ellipse, scale 0.5, orientation 10
+        for k, b in zip((0, 1, 250), (next(blocks), next(blocks), later)):
             idx = np.arange(k * 1024, (k + 1) * 1024)
             assert b.shape == (1024, 64, 64) and np.array_equal(b, ds.render(ds.GRID.classes(idx)))
         seen.append(path)

@@ -81,3 +81,21 @@ def test_run_records_the_verdict(small_npz, tmp_path, cli, monkeypatch):
     rec = json.loads((run / "data.json").read_text())
     assert rec["source"] == str(small_npz.resolve()) and rec["official_file"]["official"] is False
     assert rec["official_file"]["md5"] == hashlib.md5(small_npz.read_bytes()).hexdigest()
+
+
+def test_shapes3d_official_file_verdict(tmp_path, monkeypatch):
+    import h5py
+
+    from factorvae.data import shapes3d as s3
+    from factorvae.data.grid import FactorGrid
+
+    small = FactorGrid(s3.GRID.names, (1, 1, 1, 1, 2, 2),
+                       values=((0.0,), (0.0,), (0.0,), (1.0,), (0.0, 1.0), (0.0, 30.0)))
+    monkeypatch.setattr(s3, "GRID", small)
+    p = tmp_path / "3dshapes.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("images", data=np.zeros((4, 64, 64, 3), np.uint8))
+        f.create_dataset("labels", data=small.factor_values(small.all_classes()))
+    data = s3.load(path=p, cache=tmp_path / "c", progress=False)
+    assert data.info["official_file"] == {"md5": hashlib.md5(p.read_bytes()).hexdigest(),
+                                          "official_md5": "099a2078d58cec4daad0702c55d06868", "official": False}

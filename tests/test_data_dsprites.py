@@ -1,12 +1,14 @@
-"""dSprites: grid size and index order, single images against the cached grid, each factor
-changing the image the way its name says, the cache's validation, and the official-npz loader
-with each of its errors (a UserError; exit status 2 through the CLI)."""
+"""dSprites: grid size and index order, the renderer against 12 official images, single images
+against the cached grid, each factor changing the image the way its name says, the cache's
+validation and streamed writing, and the official-npz loader with each of its errors (a
+UserError; exit status 2 through the CLI)."""
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,18 +18,15 @@ from factorvae.data.grid import FactorGrid
 from factorvae.errors import UserError
 
 BASE = np.array([0, 0, 3, 0, 10, 12])  # square, scale 0.8, orientation 0, posX 10, posY 12
-
-
-@functools.lru_cache(maxsize=1)
-def bank():
-    return ds.sprite_bank()
+STEP = 32 / 31  # pixels the centre moves per position class (fitted: 32.02 / 31)
+FIXTURE = Path(__file__).parent / "fixtures" / "dsprites_official_12.npz"
 
 
 def img(**changes):
     row = BASE.copy()
     for name, v in changes.items():
         row[ds.GRID.factor_index(name)] = v
-    return ds.render(row[None], bank())[0].astype(bool)
+    return ds.render(row[None])[0].astype(bool)
 
 
 def centroid(mask):
@@ -54,26 +53,42 @@ def test_grid_size_names_and_official_order():
     assert ds.METRIC_FACTORS == ("shape", "scale", "orientation", "posX", "posY")
 
 
+def test_renders_the_official_images():
+    """12 official images (DeepMind's file, Apache-2.0) re-rendered from their latents: IoU >= 0.93
+    each and median >= 0.97 (one pixel costs a small heart ~0.02); the fit makes all 12 identical."""
+    with np.load(FIXTURE) as z:
+        official, values = z["imgs"].astype(bool), z["latents_values"]
+    classes = np.stack([np.abs(np.asarray(v)[None, :] - values[:, k : k + 1]).argmin(1)
+                        for k, v in enumerate(ds.GRID.values)], axis=1)
+    assert np.allclose(ds.GRID.factor_values(classes), values, atol=1e-6)  # the latents are grid values
+    ours = ds.render(classes).astype(bool)
+    iou = (ours & official).sum(axis=(1, 2)) / (ours | official).sum(axis=(1, 2))
+    assert iou.min() >= 0.93 and np.median(iou) >= 0.97, np.round(iou, 3)
+    assert set(classes[:, 1]) == {0, 1, 2}  # all three shapes are checked
+
+
 def test_single_images_match_the_cached_grid(dsprites_data):
     assert dsprites_data.data.shape == (737_280, 1, 64, 64) and dsprites_data.grid is ds.GRID
     idx = np.random.default_rng(3).choice(len(ds.GRID), 400, replace=False)
-    assert np.array_equal(dsprites_data.data[idx, 0].numpy(), ds.render(ds.GRID.classes(idx), bank()))
+    assert np.array_equal(dsprites_data.data[idx, 0].numpy(), ds.render(ds.GRID.classes(idx)))
     # posY is the fastest factor: consecutive indices move the sprite down one step
     a, b = dsprites_data.data[1000, 0].numpy().astype(bool), dsprites_data.data[1001, 0].numpy().astype(bool)
-    assert centroid(b)[0] == pytest.approx(centroid(a)[0] + 1, abs=1e-9)
+    assert centroid(b)[0] == pytest.approx(centroid(a)[0] + STEP, abs=0.5)
     assert set(np.unique(dsprites_data.data[idx].numpy())) <= {0, 1}
 
 
 def test_posx_moves_right_posy_moves_down_only():
     for k in range(1, 5):
         (r0, c0), (r1, c1) = centroid(img(posX=10)), centroid(img(posX=10 + k))
-        assert c1 - c0 == pytest.approx(k) and r1 == pytest.approx(r0)
+        assert c1 - c0 == pytest.approx(k * STEP, abs=0.5) and r1 == pytest.approx(r0)
         (r0, c0), (r1, c1) = centroid(img(posY=12)), centroid(img(posY=12 + k))
-        assert r1 - r0 == pytest.approx(k) and c1 == pytest.approx(c0)
-    # positions 0 and 31 keep the sprite inside the image
-    for pos in ({"posX": 0, "posY": 0}, {"posX": 31, "posY": 31}):
-        m = img(scale=5, orientation=5, **pos)
-        assert m.sum() == img(scale=5, orientation=5).sum()
+        assert r1 - r0 == pytest.approx(k * STEP, abs=0.5) and c1 == pytest.approx(c0)
+    # positions 0 and 31 keep the largest sprites inside the image (sub-pixel phase: area +-5%)
+    for shape in range(3):
+        for pos in ({"posX": 0, "posY": 0}, {"posX": 31, "posY": 31}):
+            m = img(shape=shape, scale=5, orientation=5, **pos)
+            assert not (m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any())
+            assert m.sum() == pytest.approx(img(shape=shape, scale=5, orientation=5).sum(), rel=0.05)
 
 
 def test_scale_grows_the_area():
@@ -123,8 +138,7 @@ def test_cache_validated_on_read_and_regenerated_when_corrupt(tmp_path, monkeypa
     path, idx = sparse_cache(tmp_path)
     assert ds._load_cache(path) is not None
     rendered = []
-    monkeypatch.setattr(ds, "render_all", lambda progress=False: rendered.append(1) or np.zeros((2, 64, 64), np.uint8))
-    monkeypatch.setattr(ds, "atomic_save_npy", lambda p, a, meta: None)
+    monkeypatch.setattr(ds, "write_npy_blocks", lambda p, shape, blocks, meta: rendered.append(1))
     assert ds.generate(tmp_path, progress=False) == path and not rendered  # valid: kept
     arr = np.lib.format.open_memmap(path, mode="r+")
     arr[idx[17], 30:34, 30:34] ^= 1  # a few pixels of one spot-checked image
@@ -153,6 +167,45 @@ def test_cache_write_is_atomic(tmp_path):
         atomic_save_npy(path, np.array([Unpicklable()], dtype=object), {"v": 2})  # np.save fails midway
     assert np.array_equal(np.load(path), np.arange(10)) and json.loads(path.with_suffix(".json").read_text()) == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.npy"]  # no temp file left
+
+
+def test_generate_streams_sprite_blocks_in_index_order(tmp_path, monkeypatch):
+    """generate never builds the 3 GB grid: it hands write_npy_blocks a stream of 1,024-image
+    blocks (one sprite, all positions), each equal to the renderer's images at those indices."""
+    seen = []
+
+    def fake_write(path, shape, blocks, meta):
+        assert shape == (len(ds.GRID), 64, 64) and not isinstance(blocks, np.ndarray)
+        later = ds.render_sprite(1, 0, 10).reshape(1024, 64, 64)  # block 250: ellipse, scale 0.5, orientation 10
+        for k, b in zip((0, 1, 250), (next(blocks), next(blocks), later)):
+            idx = np.arange(k * 1024, (k + 1) * 1024)
+            assert b.shape == (1024, 64, 64) and np.array_equal(b, ds.render(ds.GRID.classes(idx)))
+        seen.append(path)
+
+    monkeypatch.setattr(ds, "render_all", lambda progress=False: pytest.fail("generate must stream"))
+    monkeypatch.setattr(ds, "write_npy_blocks", fake_write)
+    ds.generate(tmp_path, progress=False, force=True)
+    assert seen == [ds.cache_path(tmp_path)]
+
+
+def test_write_npy_blocks_is_atomic(tmp_path):
+    from factorvae.data.store import write_npy_blocks
+
+    path = tmp_path / "x.npy"
+    blocks = [np.full((2, 3), i, np.uint8) for i in range(3)]
+    write_npy_blocks(path, (6, 3), iter(blocks), {"v": 1})
+    assert np.array_equal(np.load(path), np.concatenate(blocks))
+
+    def failing():
+        yield blocks[0]
+        raise RuntimeError("killed midway")
+
+    with pytest.raises(RuntimeError):
+        write_npy_blocks(path, (6, 3), failing(), {"v": 2})
+    with pytest.raises(ValueError, match="wrote 4 of 6 rows"):
+        write_npy_blocks(path, (6, 3), iter(blocks[:2]), {"v": 3})
+    # an interrupted write leaves no cache that looks valid and no temp file
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 # -- the official file --------------------------------------------------------------------------
@@ -189,6 +242,10 @@ def test_official_npz_happy_path(tmp_path, small_grid):
     assert np.array_equal(imgs, arrays["imgs"])  # the pickled metadata is never unpickled
     data = ds.load(path=p)
     assert data.data.shape == (len(SMALL), 1, 64, 64) and data.scale == 1.0 and data.info["source"] == str(p)
+    # not the published file, but loaded: the MD5 verdict says so
+    md5 = hashlib.md5(p.read_bytes()).hexdigest()
+    assert data.info["official_file"] == {"md5": md5, "official_md5": "7da33b31b13a06f4b04a70402ce90c2e",
+                                          "official": False}
 
 
 @pytest.mark.parametrize("case,match", [

@@ -11,6 +11,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from factorvae.io import atomic_write_json
 from factorvae.metrics.suite import evaluate_model
 from factorvae.metrics.tc import model_total_correlation
 from factorvae.runs import RunDir, build_model, open_dataset, pick_device
@@ -48,6 +49,8 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
     else:
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg)
+        if "official_file" in dataset.info:  # beside config.yaml: whether --data-path is the published file
+            atomic_write_json(run.path / "data.json", {k: dataset.info[k] for k in ("source", "official_file")})
     model.train()
     writer = SummaryWriter(str(run.tb), purge_step=step if resume else None)
     sums: dict[str, torch.Tensor] = {}

@@ -130,6 +130,7 @@ def run_show(args) -> int:
     else:
         data = load_dataset(args.dataset, args.data_path, args.cache_dir, progress=not args.no_progress,
                             channels=args.channels)
+        grid = data.grid
         draw = lambda classes: data.images(grid.index(classes))  # noqa: E731
         n = len(data)
     sample_rows = args.sample_rows if grid is not None else max(args.sample_rows, 6)
@@ -151,7 +152,16 @@ def run_show(args) -> int:
     save_png(tile(rows, labels, fill=96, label_x=4), out)
     what = "random samples" + (", then one row per factor" if grid is not None else " (no factors)")
     print(f"{args.dataset}: {what} -> {out}")
+    _print_official(args.dataset, data.info if args.data_path is not None else {})
     return 0
+
+
+def _print_official(name: str, info: dict) -> None:
+    """The MD5 verdict on an official file given with --data-path (see data/official.py)."""
+    from factorvae.data.official import describe
+
+    if "official_file" in info:
+        print(f"{name}: {info['source']}: {describe(info['official_file'])}")
 
 
 # -- generate -----------------------------------------------------------------------------------
@@ -178,8 +188,9 @@ def run_generate(args) -> int:
         raise UserError("--channels applies to image folders only")
     if args.data_path is not None:  # an official file: read and validate it
         data = load_dataset(args.dataset, args.data_path, args.cache_dir, progress=progress)
-        print(f"{args.dataset}: {args.data_path} is a valid official file ({len(data):,} images, "
-              f"{time.perf_counter() - t0:.1f} s); it is read on every use, nothing is cached")
+        print(f"{args.dataset}: {args.data_path} has the official structure ({len(data):,} images, "
+              f"{time.perf_counter() - t0:.1f} s); it is read on every use, only its MD5 is cached")
+        _print_official(args.dataset, data.info)
         return 0
     if info.generate is None:
         print(f"{args.dataset}: nothing to build (rendered in memory on load)")

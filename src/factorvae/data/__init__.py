@@ -41,7 +41,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "dsprites": DatasetInfo(
         "dsprites", "dSprites / 2D Shapes (Matthey et al. 2017), procedural or the official npz",
         1, dsprites.GRID, dsprites.load, dsprites.generate,
-        render=lambda classes: dsprites.render(classes, variants.sprite_bank())[:, None] * 255,
+        render=lambda classes: dsprites.render(classes)[:, None] * 255,
         cache_path=dsprites.cache_path,
     ),
     "shapes3d": DatasetInfo(

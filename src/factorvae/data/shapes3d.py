@@ -40,9 +40,10 @@ from pathlib import Path
 
 import numpy as np
 from factorvae.data.grid import FactorGrid
-from factorvae.data.store import ImageData, as_uint8_tensor, cache_dir, check_npz_key, load_cached_npy
+from factorvae.data.official import identify
+from factorvae.data.store import (ImageData, as_uint8_tensor, cache_dir, check_npz_key, load_cached_npy,
+                                  write_npy_blocks)
 from factorvae.errors import UserError
-from factorvae.io import atomic_write, atomic_write_text
 
 OFFICIAL_FILE = "3dshapes.h5"
 FACTORS = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
@@ -404,31 +405,6 @@ def generate(cache: str | Path | None = None, progress: bool = True, force: bool
     return path
 
 
-def write_npy_blocks(path: Path, shape: tuple, blocks, meta: dict) -> None:
-    """Write a uint8 .npy of ``shape`` from consecutive row blocks, plus its JSON sidecar,
-    atomically: the old sidecar goes first, the data goes to a temporary file that replaces
-    ``path`` only when complete, and the new sidecar (what marks a cache valid) goes last."""
-    path.with_suffix(".json").unlink(missing_ok=True)
-    path.unlink(missing_ok=True)
-
-    def write(f):
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                  "shape": tuple(shape)}
-        np.lib.format.write_array_header_1_0(f, header)
-        rows = 0
-        for b in blocks:
-            b = np.ascontiguousarray(b, dtype=np.uint8)
-            if b.shape[1:] != tuple(shape[1:]):
-                raise ValueError(f"block of shape {b.shape} for an array of shape {shape}")
-            f.write(b.data)
-            rows += len(b)
-        if rows != shape[0]:
-            raise ValueError(f"wrote {rows} of {shape[0]} rows")
-
-    atomic_write(path, write)
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
-
-
 def _load_cache(path: Path) -> np.ndarray | None:
     arr = load_cached_npy(path, _cache_meta(), (len(GRID), 3, SIZE, SIZE))
     if arr is None:
@@ -492,10 +468,12 @@ def load_official(path: str | Path, progress: bool = True) -> np.ndarray:
 def load(path: str | Path | None = None, cache: str | Path | None = None, progress: bool = True) -> ImageData:
     """3D Shapes as an ImageData: the official file when ``path`` is given, else procedural
     (generated once into the cache, then memory-mapped)."""
+    extra = {}
     if path is not None:
         imgs, source = load_official(path, progress=progress), str(path)
+        extra["official_file"] = identify("shapes3d", path, cache, progress)  # MD5 vs the published file
     else:
         cpath = generate(cache, progress=progress)
         imgs, source = np.load(cpath, mmap_mode="r"), f"procedural ({cpath})"
     return ImageData("shapes3d", as_uint8_tensor(imgs), GRID, scale=1.0 / 255.0,
-                     info={"source": source, "metric_factors": list(FACTORS)})
+                     info={"source": source, "metric_factors": list(FACTORS), **extra})

@@ -90,6 +90,32 @@ def atomic_save_npy(path: Path, array: np.ndarray, meta: dict) -> None:
     io.atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
 
 
+def write_npy_blocks(path: Path, shape: tuple, blocks, meta: dict) -> None:
+    """Write a uint8 .npy of ``shape`` from consecutive row blocks, plus its JSON sidecar,
+    atomically, holding one block at a time: the old sidecar goes first, the data goes to a
+    temporary file that replaces ``path`` only when complete, and the new sidecar (what marks a
+    cache valid) goes last."""
+    path.with_suffix(".json").unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+    def write(f):
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                  "shape": tuple(shape)}
+        np.lib.format.write_array_header_1_0(f, header)
+        rows = 0
+        for b in blocks:
+            b = np.ascontiguousarray(b, dtype=np.uint8)
+            if b.shape[1:] != tuple(shape[1:]):
+                raise ValueError(f"block of shape {b.shape} for an array of shape {shape}")
+            f.write(b.data)
+            rows += len(b)
+        if rows != shape[0]:
+            raise ValueError(f"wrote {rows} of {shape[0]} rows")
+
+    io.atomic_write(path, write)
+    io.atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+
+
 def load_cached_npy(path: Path, meta: dict, shape: tuple, dtype=np.uint8) -> np.ndarray | None:
     """The cached array if its sidecar matches ``meta`` and its header ``shape``/``dtype``;
     None (regenerate) otherwise. Memory-mapped: the caller copies what it needs."""

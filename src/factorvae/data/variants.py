@@ -20,7 +20,6 @@ metrics score the same five factors as on dSprites, as in disentanglement_lib.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,16 +106,10 @@ class DspritesVariantData(ImageData):
         return self.images(idx)
 
 
-@functools.lru_cache(maxsize=1)
-def sprite_bank() -> np.ndarray:
-    """dSprites' 720 sprites, built once per process (0.7 MB)."""
-    return dsprites.sprite_bank()
-
-
 def render(classes: np.ndarray, kind: str, seed: int = SEED) -> np.ndarray:
     """Images (N, 3, 64, 64) uint8 for rows of dSprites factor classes (N, 6)."""
     classes = GRID.validate_classes(classes)
-    return compose(dsprites.render(classes, sprite_bank())[:, None], GRID.index(classes), kind, seed)
+    return compose(dsprites.render(classes)[:, None], GRID.index(classes), kind, seed)
 
 
 def load(kind: str, path: str | Path | None = None, cache: str | Path | None = None, progress: bool = True) -> ImageData:

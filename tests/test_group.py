@@ -78,14 +78,14 @@ def assert_same_run(a, b, atol):
     assert torch.equal(a.generator.get_state(), b.generator.get_state())  # same noise drawn
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_group_ends_where_single_runs_end(name, data):
+@pytest.mark.parametrize("name,strategy", [(name, "vmap") for name in CASES] + [("factorvae", "loop")])
+def test_group_ends_where_single_runs_end(name, strategy, data):
     cfgs = configs(name)
     alone, alone_gens = build(cfgs)
     for m, g in zip(alone, alone_gens):
         train_alone(m, g, data, STEPS)
     members, gens = build(cfgs)
-    group = RunGroup(members, gens)
+    group = RunGroup(members, gens, strategy=strategy)
     for _ in range(STEPS):
         logs = group.step(*group.sample(data, BATCH))
     assert all(v.shape == (3,) for v in logs.values())
@@ -105,7 +105,7 @@ def test_group_in_float32_stays_close(data):
     for m, g in zip(alone, alone_gens):
         train_alone(m, g, data, STEPS, torch.float32)
     members, gens = build(cfgs, torch.float32)
-    group = RunGroup(members, gens)
+    group = RunGroup(members, gens, strategy="vmap")
     for _ in range(STEPS):
         group.step(*group.sample(data, BATCH))
     group.unstack()
@@ -138,7 +138,7 @@ def test_a_diverging_run_is_dropped_and_the_others_continue_unchanged(data):
     for m, g in zip(alone, alone_gens):
         train_alone(m, g, data, 4)
     members, gens = build(cfgs)
-    group = RunGroup(members, gens)
+    group = RunGroup(members, gens, strategy="vmap")
     group.step(*group.sample(data, BATCH))
     with torch.no_grad():
         group.params["decoder.fc.0.weight"][1, 0, 0] = float("nan")  # run 1 diverges
@@ -182,14 +182,14 @@ def test_runs_with_different_optimiser_settings_are_refused(data):
     cfgs[1] = resolve({"model": cfgs[1]["model"], "train": cfgs[1]["train"], "optim": {"vae": {"lr": 1e-3}}})
     members, gens = build(cfgs)
     with pytest.raises(UserError, match="optim.vae"):
-        RunGroup(members, gens)
+        RunGroup(members, gens, strategy="vmap")
 
 
 def test_bf16_autocast_trains_and_bad_precision_is_refused(data):
     members, gens = build(configs("factorvae", 2), torch.float32)
     with pytest.raises(UserError, match="precision"):
         RunGroup(members, gens, precision="fp8")
-    group = RunGroup(members, gens, precision="bf16")
+    group = RunGroup(members, gens, precision="bf16", strategy="vmap")
     before = group.params["encoder.net.0.weight"].detach().clone()
     logs = group.step(*group.sample(data, BATCH))
     assert all(torch.isfinite(v).all() for v in logs.values())

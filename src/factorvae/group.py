@@ -17,6 +17,14 @@ loss has one definition for a run alone and for a group. Per run:
 A run whose losses turn non-finite is dropped from the group and marked failed (``drop_failed``);
 the others continue unchanged (their computations never mix with another run's).
 
+Two ways to run a group's step (``strategy``), chosen by measurement (benchmarks/train_speed.py,
+benchmarks/group_alternatives.py): ``vmap`` (stacked weights, one batched forward/backward per
+phase: on a GPU, where these small networks are bound by kernel launches, N runs cost about as
+many launches as one) and ``loop`` (each run's own ``train_step`` in turn: on a CPU the step is
+bound by arithmetic, and today's single-run path, channels_last convolutions with a sub-pixel last
+layer, is faster than vmap's grouped convolutions, so batching can only lose there). ``auto``:
+vmap on CUDA, loop elsewhere. Both give each run the same batches, noise and updates.
+
 Methods without noise-explicit phases (AAE, InfoWGAN-GP) or with BatchNorm (whose running
 statistics a functional call would not update in place) cannot be grouped: ``groupable`` says
 why, and such runs train one at a time.
@@ -37,6 +45,7 @@ from factorvae.methods.base import Method
 from factorvae.nets import under_vmap
 
 PRECISIONS = ("fp32", "bf16")
+STRATEGIES = ("auto", "vmap", "loop")
 
 
 def groupable(method: type[Method] | Method) -> str | None:
@@ -94,7 +103,11 @@ class RunGroup:
     """N runs trained as one: ``step(*sample(dataset, batch_size))`` per training step."""
 
     def __init__(self, members: list[Method], data_generators: list[torch.Generator], ids: list | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", compile: bool = False, strategy: str = "auto"):
+        """``compile``: run each phase's batched forward/backward through ``torch.compile``
+        (CUDA: ``mode="reduce-overhead"``, i.e. CUDA graphs, against kernel-launch-bound steps of
+        these small networks). Off by default; noise and batch draws stay outside (per-run
+        generators)."""
         if not members or len(members) != len(data_generators):
             raise ValueError("a group needs one data generator per member, and at least one member")
         for m in members:
@@ -107,7 +120,14 @@ class RunGroup:
         self.data_generators = list(data_generators)
         self.ids = list(range(len(members))) if ids is None else list(ids)
         self.failed: dict = {}  # run id -> step at which its losses were found non-finite
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if strategy == "auto":
+            strategy = "vmap" if self.device.type == "cuda" else "loop"
+        self.strategy = strategy
         self.precision = precision
+        self.compile = compile
+        self._phase_fns: dict = {}
         autocast(self.device, precision)  # validates
         self._stack()
 
@@ -120,6 +140,8 @@ class RunGroup:
         return len(self.members)
 
     def _stack(self) -> None:
+        if self.strategy == "loop":  # the members' own weights and optimisers are the state
+            return
         m0 = self.members[0]
         self.template = _PhaseCall(m0)  # functional_call swaps the stacked weights in
         names = [n for n, _ in m0.named_parameters()]
@@ -164,6 +186,8 @@ class RunGroup:
     @torch.no_grad()
     def unstack(self) -> None:
         """Write weights and optimiser states back into the member methods (single-run layout)."""
+        if self.strategy == "loop":
+            return
         for i, m in enumerate(self.members):
             own = dict(m.named_parameters())
             for n, p in self.params.items():
@@ -196,6 +220,10 @@ class RunGroup:
 
     def step(self, x1: torch.Tensor, x2: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """One training step of every run; logs as (N,) tensors, left on the device."""
+        if self.strategy == "loop":
+            with autocast(x1.device, self.precision):
+                per_run = [m.train_step(x1[i], None if x2 is None else x2[i], 0) for i, m in enumerate(self.members)]
+            return {k: torch.stack([logs[k] for logs in per_run]) for k in per_run[0]}
         batch_size, dtype = x1.shape[1], self.members[0].param_dtype
         draws = [m.draw_noise(batch_size, x1.device, dtype) for m in self.members]
         noise = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
@@ -205,14 +233,9 @@ class RunGroup:
             params = {f"m.{n}": (p.detach() if n.split(".", 1)[0] in frozen else p) for n, p in self.params.items()}
             buffers = {f"m.{n}": b for n, b in self.buffers.items()}
 
-            def run_phase(p, b, a, a2, nz, hp, c, phase=phase):
-                loss, out, c = functional_call(self.template, (p, b), (phase, a, a2, nz, hp, c))
-                return loss, out, () if c is None else (c,)  # vmap returns tensors only
-
-            in_dims = (0, 0, 0, None if x2 is None else 0, 0, 0, None if carry is None else 0)
+            fn = self._phase_fn(phase, x2 is None, carry is None)
             with autocast(x1.device, self.precision), under_vmap():
-                loss, out, carry = vmap(run_phase, in_dims=in_dims, randomness="error")(
-                    params, buffers, x1, x2, noise, self.hp, carry)
+                loss, out, carry = fn(params, buffers, x1, x2, noise, self.hp, carry)
             carry = carry[0] if carry else None
             opt = self.optims[section]
             opt.zero_grad(set_to_none=True)
@@ -220,6 +243,22 @@ class RunGroup:
             opt.step()
             logs.update(out)
         return {k: v.detach() for k, v in logs.items()}
+
+    def _phase_fn(self, phase: str, no_x2: bool, no_carry: bool):
+        """The phase vmapped over the run axis (compiled if asked), built once per phase."""
+        key = (phase, no_x2, no_carry, id(self.template))
+        if key not in self._phase_fns:
+            def run_phase(p, b, a, a2, nz, hp, c):
+                loss, out, c = functional_call(self.template, (p, b), (phase, a, a2, nz, hp, c))
+                return loss, out, () if c is None else (c,)  # vmap returns tensors only
+
+            in_dims = (0, 0, 0, None if no_x2 else 0, 0, 0, None if no_carry else 0)
+            fn = vmap(run_phase, in_dims=in_dims, randomness="error")
+            if self.compile:
+                fn = torch.compile(fn, mode="reduce-overhead" if self.device.type == "cuda" else None)
+            self._phase_fns = {k: v for k, v in self._phase_fns.items() if k[3] == id(self.template)}
+            self._phase_fns[key] = fn
+        return self._phase_fns[key]
 
     def drop_failed(self, logs: dict[str, torch.Tensor], step: int) -> list:
         """Drop runs with a non-finite value in ``logs`` (per-run (N,) tensors, e.g. sums since the

@@ -89,10 +89,13 @@ def test_group_ends_where_single_runs_end(name, strategy, data):
     for _ in range(STEPS):
         logs = group.step(*group.sample(data, BATCH))
     assert all(v.shape == (3,) for v in logs.values())
+    codes = group.representations(data.images(range(5)).double())
     group.unstack()
     for a, b, ga, gb in zip(alone, members, alone_gens, gens):
         assert_same_run(a, b, atol=1e-10)
         assert torch.equal(ga.get_state(), gb.get_state())  # same batches drawn
+    for i, a in enumerate(alone):  # the batched encoder gives each run's codes
+        torch.testing.assert_close(codes[i], a.representation(data.images(range(5)).double()), rtol=0, atol=1e-10)
     # the per-run hyper-parameter mattered: the runs differ
     if CASES[name][1]:
         w = [dict(m.named_parameters())["encoder.net.0.weight"] for m in members]

@@ -244,6 +244,17 @@ class RunGroup:
             logs.update(out)
         return {k: v.detach() for k, v in logs.items()}
 
+    @torch.no_grad()
+    def representations(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, B, d) codes of images x (B, C, H, W) under every run's encoder (the metrics'
+        representation, encoder means): one batched pass (vmap) or run by run (loop)."""
+        if self.strategy == "loop":
+            return torch.stack([m.representation(x) for m in self.members])
+        params = {f"m.{n}": p.detach() for n, p in self.params.items()}
+        buffers = {f"m.{n}": b for n, b in self.buffers.items()}
+        with under_vmap():
+            return vmap(lambda p, b: functional_call(self.template, (p, b), ("representation", x)))(params, buffers)
+
     def _phase_fn(self, phase: str, no_x2: bool, no_carry: bool):
         """The phase vmapped over the run axis (compiled if asked), built once per phase."""
         key = (phase, no_x2, no_carry, id(self.template))

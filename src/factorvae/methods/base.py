@@ -152,6 +152,12 @@ class Method(nn.Module):
             logs.update(out)
         return {k: v.detach() for k, v in logs.items()}
 
+    @staticmethod
+    def step_optimizer(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
     def draw_noise(self, batch_size: int, device, dtype) -> dict[str, torch.Tensor]:
         """All random numbers of one step, drawn from ``self.generator`` in a fixed order."""
         raise NotImplementedError
@@ -215,12 +221,6 @@ class GaussianVAEBase(Method):
         z = reparameterize(mean, logvar, self.generator) if eps is None else gaussian_sample(mean, logvar, eps)
         recon = bernoulli_nll(self.decoder(z), x)
         return mean, logvar, z, recon, gaussian_kl_per_dim(mean, logvar)
-
-    @staticmethod
-    def step_optimizer(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:

@@ -7,6 +7,7 @@ the Gaussian parameters; the decoder mirrors it and returns Bernoulli logits.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -21,6 +22,20 @@ from factorvae.errors import UserError
 # interleave. Both are the same function of the same parameters, with the plain layers' shapes
 # and state_dict keys (tests/test_nets.py checks both against the reference layers).
 _CL = torch.channels_last
+# Under torch.func.vmap (factorvae.group) a tensor's memory format cannot be queried or set:
+# the decoder then leaves its activations in the layout they come in.
+_VMAP_DEPTH = 0
+
+
+@contextlib.contextmanager
+def under_vmap():
+    """Mark the enclosed calls as running under ``torch.func.vmap`` (no layout changes)."""
+    global _VMAP_DEPTH
+    _VMAP_DEPTH += 1
+    try:
+        yield
+    finally:
+        _VMAP_DEPTH -= 1
 
 
 def transposed_conv_weight_as_subpixel(weight: torch.Tensor) -> torch.Tensor:
@@ -144,7 +159,9 @@ class Decoder(nn.Module):
         self.to(memory_format=_CL)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.fc(z).contiguous(memory_format=_CL)
+        h = self.fc(z)
+        if not _VMAP_DEPTH:
+            h = h.contiguous(memory_format=_CL)
         *hidden, last = self.deconv
         for layer in hidden:
             h = layer(h)

@@ -5,6 +5,12 @@ A method is an ``nn.Module`` that owns its optimisers and exposes
 ``train_step(batch, batch2, step) -> dict of scalar tensors`` (so two-optimiser methods such as
 FactorVAE are no special case), ``encode(x) -> (mean, logvar)``, ``decode(z) -> logits``,
 ``representation(x) -> codes`` for metrics, and ``optimizers() -> dict`` for checkpoints.
+
+Methods that can train as a vectorised group (:mod:`factorvae.group`) are noise-explicit: one step
+draws all its noise first (``draw_noise``, from the method's generator, in a fixed order), then
+runs its ``phases``: pure functions of (batch, batch2, noise, hyper-parameters, carry) returning
+a loss for one optimiser. ``train_step`` runs them for one model; the group runs the same
+functions under ``torch.func.vmap`` over stacked parameters.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ def make_adam(params, cfg: dict, section: str) -> torch.optim.Adam:
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """z = mean + sigma * eps, eps ~ N(0, I) from an explicit generator."""
     eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return gaussian_sample(mean, logvar, eps)
+
+
+def gaussian_sample(mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """z = mean + sigma * eps for given standard normal noise eps (the reparameterisation, paper §2)."""
     return mean + eps * torch.exp(0.5 * logvar)
 
 
@@ -79,6 +90,11 @@ class Method(nn.Module):
     optim_sections: tuple[str, ...] = ("vae",)
     #: defaults for optimiser sections the global config lacks (config DEFAULTS has vae, disc)
     optim_defaults: dict = {}
+    #: (optimiser section, phase method, submodules frozen in that phase) in update order;
+    #: empty = not noise-explicit, cannot train in a vectorised group
+    phases: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    #: model options that may differ between the runs of one group (per-run tensors there)
+    group_hparams: tuple[str, ...] = ()
 
     def __init__(self, model_cfg: dict, optim_cfg: dict, in_channels: int, generator: torch.Generator):
         super().__init__()
@@ -120,7 +136,42 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def train_step(self, batch: torch.Tensor, batch2: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
+        """One step of a noise-explicit method: draw the step's noise, then each phase's loss and
+        optimiser update in order (a later phase sees the parameters the earlier ones updated)."""
+        if not self.phases:
+            raise NotImplementedError
+        if self.needs_second_batch and batch2 is None:
+            raise ValueError(f"{self.name} needs a second batch (the trainer's B')")
+        noise = self.draw_noise(len(batch), batch.device, self.param_dtype)
+        hp, carry, logs = self.hparams(), None, {}
+        optims = self.optimizers()
+        for section, phase, frozen in self.phases:
+            for name in frozen:  # frozen: the loss's gradient must not reach these weights
+                set_requires_grad(getattr(self, name), False)
+            loss, out, carry = getattr(self, phase)(batch, batch2, noise, hp, carry)
+            for name in frozen:
+                set_requires_grad(getattr(self, name), True)
+            self.step_optimizer(optims[section], loss)
+            logs.update(out)
+        return {k: v.detach() for k, v in logs.items()}
+
+    @staticmethod
+    def step_optimizer(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def draw_noise(self, batch_size: int, device, dtype) -> dict[str, torch.Tensor]:
+        """All random numbers of one step, drawn from ``self.generator`` in a fixed order."""
         raise NotImplementedError
+
+    def hparams(self) -> dict[str, float]:
+        """The per-run hyper-parameters the phases read (``group_hparams``)."""
+        return {k: getattr(self, k) for k in self.group_hparams}
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
 
     @torch.no_grad()
     def representation(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,18 +213,17 @@ class GaussianVAEBase(Method):
     def optimizers(self):
         return {"vae": self.vae_optim}
 
-    def elbo_terms(self, x: torch.Tensor):
-        """Forward pass for the ELBO: mean, logvar, sampled z, reconstruction NLL, per-dim KL."""
+    def standard_normal(self, batch_size: int, device, dtype) -> torch.Tensor:
+        """eps ~ N(0, I) of shape (batch_size, z_dim) from the method's generator."""
+        return torch.randn((batch_size, self.z_dim), generator=self.generator, device=device, dtype=dtype)
+
+    def elbo_terms(self, x: torch.Tensor, eps: torch.Tensor | None = None):
+        """Forward pass for the ELBO: mean, logvar, sampled z, reconstruction NLL, per-dim KL.
+        ``eps``: the reparameterisation noise (default: drawn from the method's generator)."""
         mean, logvar = self.encoder(x)
-        z = reparameterize(mean, logvar, self.generator)
+        z = reparameterize(mean, logvar, self.generator) if eps is None else gaussian_sample(mean, logvar, eps)
         recon = bernoulli_nll(self.decoder(z), x)
         return mean, logvar, z, recon, gaussian_kl_per_dim(mean, logvar)
-
-    @staticmethod
-    def step_optimizer(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:

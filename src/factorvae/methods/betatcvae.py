@@ -27,6 +27,7 @@ class BetaTCVAE(VAE):
     # β = 6: a middle value of disentanglement_lib's study grid {1, 2, 4, 6, 8, 10} (spec §6.7).
     # dataset_size: N in the estimators; null = the training set's size (set by the trainer).
     defaults = {"beta": 6.0, "estimator": "mws", "dataset_size": None}
+    group_hparams = ("beta",)
 
     def __init__(self, model_cfg, optim_cfg, in_channels, generator):
         super().__init__(model_cfg, optim_cfg, in_channels, generator)
@@ -42,9 +43,9 @@ class BetaTCVAE(VAE):
         if not self._configured_size:
             self.dataset_size = check_number("data", "size", n, minimum=2, integer=True)
 
-    def regularizer(self, kl_per_dim, mean, logvar, z):
+    def regularizer(self, kl_per_dim, mean, logvar, z, hp):
         if self.dataset_size is None:
             raise UserError("betatcvae needs the data set size N for its TC estimator: set model.dataset_size "
                             "or call set_dataset_size(len(dataset)) before training")
         tc = total_correlation(z, mean, logvar, self.dataset_size, self.estimator)
-        return kl_per_dim.sum() + (self.beta - 1.0) * tc, {"tc": tc.detach()}
+        return kl_per_dim.sum() + (hp["beta"] - 1.0) * tc, {"tc": tc.detach()}

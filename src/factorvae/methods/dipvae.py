@@ -47,6 +47,8 @@ class DIPVAE(VAE):
     name = "dipvae"
     dip_type = "i"
     defaults = {"lambda_od": 10.0, "lambda_d_factor": 10.0}
+    group_hparams = ("lambda_od", "lambda_d")
+    group_options = ("lambda_od", "lambda_d_factor")  # the model options behind group_hparams
 
     def __init__(self, model_cfg, optim_cfg, in_channels, generator):
         super().__init__(model_cfg, optim_cfg, in_channels, generator)
@@ -57,8 +59,8 @@ class DIPVAE(VAE):
     def code_covariance(self, mean, logvar):
         return covariance(mean) if self.dip_type == "i" else aggregate_posterior_covariance(mean, logvar)
 
-    def regularizer(self, kl_per_dim, mean, logvar, z):
-        penalty, off, on = dip_penalty(self.code_covariance(mean, logvar), self.lambda_od, self.lambda_d)
+    def regularizer(self, kl_per_dim, mean, logvar, z, hp):
+        penalty, off, on = dip_penalty(self.code_covariance(mean, logvar), hp["lambda_od"], hp["lambda_d"])
         return kl_per_dim.sum() + penalty, {"dip": penalty.detach(), "cov_offdiag": off.detach(),
                                            "cov_diag": on.detach()}
 

@@ -1,6 +1,7 @@
 """FactorVAE (Kim & Mnih 2018, §3): the ELBO plus γ·TC(z), TC estimated by a discriminator.
 
-Algorithm 1 is ``permute_dims``; Algorithm 2 is ``FactorVAE.train_step``.
+Algorithm 1 is ``permute_dims``; Algorithm 2 is ``FactorVAE.train_step``: its two phases
+``vae_phase`` and ``disc_phase``, run in that order (the D step encodes B' with the updated encoder).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from factorvae.errors import UserError
-from factorvae.methods.base import GaussianVAEBase, check_number, make_adam, reparameterize, set_requires_grad
+from factorvae.methods.base import GaussianVAEBase, check_number, gaussian_sample, make_adam
 from factorvae.nets import Discriminator
 
 DISC_DEFAULTS = {"hidden": 1000, "layers": 6, "leak": 0.2}
@@ -38,6 +39,11 @@ def permute_dims(z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     same values as in ``z``, but the dependence between columns is broken.
     """
     keys = torch.rand(z.shape, generator=generator, device=z.device)
+    return permute_dims_by_keys(z, keys)
+
+
+def permute_dims_by_keys(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``permute_dims`` with its uniform sort keys given (same shape as z)."""
     return torch.gather(z, 0, keys.argsort(dim=0))
 
 
@@ -69,38 +75,43 @@ class FactorVAE(DiscriminatorVAE):
     name = "factorvae"
     defaults = {"gamma": 40.0, "disc": dict(DISC_DEFAULTS)}
     needs_second_batch = True
+    phases = (("vae", "vae_phase", ("discriminator",)), ("disc", "disc_phase", ()))
+    group_hparams = ("gamma",)
 
-    def train_step(self, batch, batch2, step):
-        """Algorithm 2: one VAE update on batch B, then one D update on B and a permuted B'."""
-        if batch2 is None:
-            raise ValueError("FactorVAE needs a second batch (Algorithm 2)")
-        # VAE step. D's weights are frozen so the TC term's gradient reaches only the encoder.
-        mean, logvar, z, recon, kl_dims = self.elbo_terms(batch)
-        set_requires_grad(self.discriminator, False)
+    def draw_noise(self, batch_size, device, dtype):
+        """eps for z ~ q(z|B), then eps2 for z' ~ q(z|B') and Algorithm 1's sort keys (float32,
+        as ``permute_dims`` draws them), in the order Algorithm 2 consumes them."""
+        eps = self.standard_normal(batch_size, device, dtype)
+        eps2 = self.standard_normal(batch_size, device, dtype)
+        keys = torch.rand((batch_size, self.z_dim), generator=self.generator, device=device)
+        return {"eps": eps, "eps2": eps2, "perm_keys": keys}
+
+    def vae_phase(self, batch, batch2, noise, hp, carry):
+        """Algorithm 2's VAE update on B: recon + KL + γ·TC, D frozen (``phases``) so the TC
+        term's gradient reaches only the encoder. Carries z to the D step."""
+        mean, logvar, z, recon, kl_dims = self.elbo_terms(batch, noise["eps"])
         tc = total_correlation_logits(self.discriminator(z)).mean()
-        set_requires_grad(self.discriminator, True)
         kl = kl_dims.sum()
-        vae_loss = recon + kl + self.gamma * tc
-        self.step_optimizer(self.vae_optim, vae_loss)
+        vae_loss = recon + kl + hp["gamma"] * tc
+        return vae_loss, {"loss": vae_loss, "recon": recon, "kl": kl, "elbo": -(recon + kl), "tc": tc}, z
 
-        # D step on detached codes: z from B (recomputed through D, avoiding the in-place
-        # version error of reusing D(z) on PyTorch >= 1.5), permuted z' from B'.
+    def disc_phase(self, batch, batch2, noise, hp, z):
+        """Algorithm 2's D update: z of B (detached; recomputed through D, avoiding the in-place
+        version error of reusing D(z) on PyTorch >= 1.5) against permuted z' of B', encoded by the
+        encoder the VAE update just changed."""
         with torch.no_grad():
             mean2, logvar2 = self.encoder(batch2)
-            z_perm = permute_dims(reparameterize(mean2, logvar2, self.generator), self.generator)
+            z_perm = permute_dims_by_keys(gaussian_sample(mean2, logvar2, noise["eps2"]), noise["perm_keys"])
+        z = z.detach()
         # One D pass over both sets of codes (D acts row by row, so this equals two passes, in
         # one wider matrix product per layer).
-        logits = self.discriminator(torch.cat([z.detach(), z_perm]))
+        logits = self.discriminator(torch.cat([z, z_perm]))
         logits_joint, logits_perm = logits[: len(z)], logits[len(z) :]
         joint = torch.zeros(len(z), dtype=torch.long, device=z.device)
         permuted = torch.ones(len(z_perm), dtype=torch.long, device=z.device)
         d_loss = 0.5 * (F.cross_entropy(logits_joint, joint) + F.cross_entropy(logits_perm, permuted))
-        self.step_optimizer(self.disc_optim, d_loss)
-
         with torch.no_grad():
             d_acc = 0.5 * ((logits_joint.argmax(1) == 0).float().mean() + (logits_perm.argmax(1) == 1).float().mean())
-            return {
-                "loss": vae_loss.detach(), "recon": recon.detach(), "kl": kl.detach(),
-                "elbo": -(recon + kl).detach(), "tc": tc.detach(), "d_loss": d_loss.detach(), "d_acc": d_acc,
-                "d_z": logits_joint.softmax(1)[:, 0].mean(), "d_z_perm": logits_perm.softmax(1)[:, 0].mean(),
-            }
+            logs = {"d_loss": d_loss, "d_acc": d_acc, "d_z": logits_joint.softmax(1)[:, 0].mean(),
+                    "d_z_perm": logits_perm.softmax(1)[:, 0].mean()}
+        return d_loss, logs, None

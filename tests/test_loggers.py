@@ -218,3 +218,16 @@ def _png(d):
     p = d / "recon.png"
     Image.new("RGB", (8, 8), (10, 200, 30)).save(p)
     return p
+
+
+def test_logger_flag_is_allowed_on_resume(tmp_path, cli):
+    run = tmp_path / "r"
+    args = ["--dataset", "toy", "--set", "model.z_dim=3", "--set", "model.arch.channels=[4,4,4,4]",
+            "--set", "model.arch.fc=8", "--set", "model.disc.hidden=16", "--set", "model.disc.layers=2",
+            "--set", "train.batch_size=8", "--set", "train.log_every=2"]
+    assert cli("train", *args, "--steps", "4", "--logger", "none", "--out", run, "--no-progress")[0] == 0
+    assert not (run / "tb").exists() and not (run / "metrics.csv").exists()
+    code, _, err = cli("train", "--resume", "--steps", "6", "--logger", "csv", "--out", run, "--no-progress")
+    assert code == 0, err
+    rows = list(csv.DictReader(open(run / "metrics.csv", newline="")))
+    assert [r["step"] for r in rows] == ["6"]  # logged from the resume on

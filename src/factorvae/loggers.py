@@ -292,6 +292,16 @@ class Loggers:
     def hparams(self, params: dict | None, scores: dict[str, float], step: int) -> None:
         self._each("hparams", params, {k: float(v) for k, v in scores.items()}, step)
 
+    def finish(self, cfg: dict, summary: dict) -> None:
+        """End of training: the run's hyper-parameters with its final losses and number of active
+        dimensions as scores (a sweep adds its metric scores later: ``log_scores``); closes."""
+        final = {k: v for k, v in (summary.get("final") or {}).items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+        if summary.get("active_dims") is not None:
+            final["active_dims"] = len(summary["active_dims"])
+        self.hparams(hparams_of(cfg), final, summary["steps"])
+        self.close()
+
     def flush(self) -> None:
         self._each("flush")
 

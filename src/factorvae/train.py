@@ -10,8 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from factorvae.loggers import check_loggers, hparams_of, open_loggers
-
+from factorvae.loggers import check_loggers, open_loggers
 from factorvae.metrics.suite import evaluate_model
 from factorvae.metrics.tc import model_total_correlation
 from factorvae.runs import RunDir, build_model, open_dataset, pick_device
@@ -104,9 +103,7 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
         "active_dims": active_dims(kl), "images": written, "run_dir": str(run.path),
     }
     run.write_summary(summary)
-    final = {k: v for k, v in summary["final"].items() if isinstance(v, (int, float)) and k != "step"}
-    loggers.hparams(hparams_of(cfg), {**final, "active_dims": len(summary["active_dims"])}, step)
-    loggers.close()
+    loggers.finish(cfg, summary)
     return summary
 
 

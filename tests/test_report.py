@@ -340,3 +340,14 @@ def test_traversals_are_labelled_with_factors_and_reconstructions_shown(report):
         written = [(margin[2 + r * 10: 10 + r * 10] > 200).any() for r in range(3)]
         assert written == [True, True, True]  # posX, "–", scale
     assert "z0 posX, z1 –, z2 scale" in md and "majority vote" in md
+
+
+def test_verdict_colour_follows_the_answer():
+    from factorvae.report.build import verdict_answer
+    from factorvae.report.document import Doc
+
+    assert [verdict_answer({"wins": w, "total": 3}) for w in (3, 1, 0)] == ["yes", "mixed", "no"]
+    doc = Doc()
+    doc.p("No: ...", "verdict no")
+    page = doc.html("t")
+    assert "<p class='verdict no'>" in page and ".verdict.no{background:#fbe9e9" in page

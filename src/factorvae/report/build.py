@@ -160,8 +160,7 @@ def _comparison(rep: _Report, tolerance: float) -> dict | None:
     doc.h(2, "Does FactorVAE beat β-VAE at similar reconstruction?")
     cmp_ = compare_methods(rep.groups, metric, tolerance) if metric else None
     if cmp_:
-        # the box's colour: yes (every FactorVAE setting beats its rivals), partly, no
-        answer = "yes" if cmp_["wins"] == cmp_["total"] else ("no" if cmp_["wins"] == 0 else "mixed")
+        answer = verdict_answer(cmp_)
         doc.p(f"{ {'yes': 'Yes', 'mixed': 'Partly', 'no': 'No'}[answer]}: {cmp_['verdict']}", f"verdict {answer}")
         doc.table(["FactorVAE", "metric", "recon", "β-VAE rival", "metric", "recon", "Δ metric", "rival kind"],
                   [[ln["factorvae"], _msd(ln["f_metric"], ln["f_std"]), f"{ln['f_recon']:.1f}", ln["betavae"],
@@ -174,6 +173,12 @@ def _comparison(rep: _Report, tolerance: float) -> dict | None:
               "note")
     doc.p(PAPER_NOTE, "note")
     return cmp_
+
+
+def verdict_answer(cmp_: dict) -> str:
+    """The verdict box's class and colour: yes (every FactorVAE setting beats its β-VAE rivals,
+    green), mixed (some, amber), no (none, red)."""
+    return "yes" if cmp_["wins"] == cmp_["total"] else ("no" if cmp_["wins"] == 0 else "mixed")
 
 
 def _settings(rep: _Report) -> None:

@@ -42,7 +42,7 @@ class Doc:
                  "background:#eef6ee;padding:0.6em;border-left:4px solid #4a4}.warn{background:#fff4e5;padding:0.5em;"
                  "border-left:4px solid #e90}.verdict.yes{background:#e6f4e6;border-color:#2a2}"
                  ".verdict.mixed{background:#fff4e0;border-color:#e90}.verdict.no{background:#fbe9e9;border-color:#c33}"
-                 ".verdict.none{background:#f3f3f3;border-color:#999}pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}</style></head><body>"]
+                 "pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}</style></head><body>"]
         for b in self.blocks:
             if b[0] == "h":
                 parts.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from factorvae.io import atomic_write_json
+from factorvae.loggers import check_loggers, open_loggers
 from factorvae.metrics.suite import evaluate_model
 from factorvae.metrics.tc import model_total_correlation
 from factorvae.runs import RunDir, build_model, open_dataset, pick_device
@@ -26,6 +26,7 @@ def active_dims(kl: np.ndarray | None, threshold: float = 0.1) -> list[int]:
 def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = True, dataset=None) -> dict:
     """Train ``cfg`` into run directory ``out`` (resuming from its checkpoint); returns the summary."""
     t = cfg["train"]
+    check_loggers(t["loggers"])  # a missing tracker package fails before anything is written
     if t["threads"]:
         torch.set_num_threads(t["threads"])
     device = pick_device(t["device"])
@@ -52,7 +53,7 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
         if "official_file" in dataset.info:  # beside config.yaml: whether --data-path is the published file
             atomic_write_json(run.path / "data.json", {k: dataset.info[k] for k in ("source", "official_file")})
     model.train()
-    writer = SummaryWriter(str(run.tb), purge_step=step if resume else None)
+    loggers = open_loggers(t["loggers"], run.path, cfg, resume_step=step if resume else None)
     sums: dict[str, torch.Tensor] = {}
     count, t_last, last = 0, time.perf_counter(), {}
     bar = tqdm(total=t["steps"], initial=step, desc=f"{model.name}", disable=not progress, unit="step",
@@ -75,24 +76,27 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
                     last["true_tc"] = log_true_tc(model, dataset, t)
                 record = {"step": step, **last, "steps_per_s": count / max(now - t_last, 1e-9)}
                 run.append_metrics(record)
-                for k, v in last.items():
-                    writer.add_scalar(f"train/{k}", v, step)
+                loggers.scalars({f"train/{k}": v for k, v in last.items()}, step)
                 bar.set_postfix({k: f"{last[k]:.3g}" for k in ("recon", "kl", "tc", "d_acc", "loss") if k in last})
                 sums, count, t_last = {}, 0, time.perf_counter()
             if t["eval_every"] and step % t["eval_every"] == 0:
-                evaluate_during_training(model, dataset, cfg, step, run, writer)
+                evaluate_during_training(model, dataset, cfg, step, run, loggers)
                 model.train()
             if step % t["image_every"] == 0 and step != t["steps"]:
-                write_run_images(model, dataset, run.images, step=step)
+                loggers.images(write_run_images(model, dataset, run.images, step=step), step)
                 model.train()
             if step % t["ckpt_every"] == 0 or step == t["steps"]:
                 run.save_checkpoint(model, step, generators)
+    except BaseException:
+        loggers.close()
+        raise
     finally:
         bar.close()
-        writer.flush()
+        loggers.flush()
 
     kl = kl_per_dim(model, dataset)
     written = write_run_images(model, dataset, run.images, kl=kl)
+    loggers.images(written, step)
     if t["steps"] == 0 or not run.ckpt_path.exists():
         run.save_checkpoint(model, step, generators)
     summary = {
@@ -102,7 +106,7 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
         "active_dims": active_dims(kl), "images": written, "run_dir": str(run.path),
     }
     run.write_summary(summary)
-    writer.close()
+    loggers.finish(cfg, summary)
     return summary
 
 
@@ -113,8 +117,8 @@ def log_true_tc(model, dataset, t: dict) -> float:
     return tc
 
 
-def evaluate_during_training(model, dataset, cfg, step, run: RunDir, writer) -> dict | None:
-    """Score the current model (paper Fig. 5 curves); logged to metrics.jsonl and TensorBoard."""
+def evaluate_during_training(model, dataset, cfg, step, run: RunDir, loggers) -> dict | None:
+    """Score the current model (paper Fig. 5 curves); logged to metrics.jsonl and the trackers."""
     if dataset.grid is None:
         return None
     model.eval()
@@ -127,6 +131,5 @@ def evaluate_during_training(model, dataset, cfg, step, run: RunDir, writer) -> 
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     flat[f"eval/{metric}.{k}"] = float(v)
     run.append_metrics({"step": step, **flat})
-    for k, v in flat.items():
-        writer.add_scalar(k, v, step)
+    loggers.scalars(flat, step)
     return scores

@@ -5,9 +5,10 @@ samples and its nearest image over the whole 480,000-image procedural grid.
                                         [--figure docs/img/shapes3d_psnr.png]
 
 Reads ``3dshapes_official_samples.png`` (25 official images drawn 5x5 by the data set's
-notebook, each tile upscaled from 64x64) from --reference (default ../shared/reference next to
-the repository, else tests/fixtures/shapes3d_official_tiles.npz, whose tiles were cut from it).
-Each tile is cut out and box-resized back to 64x64.
+notebook, each tile upscaled from 64x64) from --reference (default: ``shared/reference`` next
+to the repository or to its parent folder), cuts out each tile and box-resizes it back to 64x64; without it,
+reads the tiles cut this way from tests/fixtures/shapes3d_official_tiles.png. --fixture writes
+that copy (and the classes found, which the tests render) from the reference.
 
 The search is over all 480,000 images without rendering them one by one: an image is
 ``clip(round(floor_rgb*A_floor + wall_rgb*A_wall + object_rgb*A_object + C))`` with maps that
@@ -20,6 +21,7 @@ region's best two would win, among the 32 blocks whose approximate error is lowe
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from PIL import Image
 from factorvae.data import shapes3d as s3
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "shapes3d_official_tiles.npz"
+FIXTURE = ROOT / "tests" / "fixtures" / "shapes3d_official_tiles.png"  # the 25 tiles, 5x5, as cut here
 
 
 def _runs(ix: np.ndarray) -> list[tuple[int, int]]:
@@ -87,12 +89,18 @@ def nearest(tile: np.ndarray, bank: np.ndarray) -> tuple[int, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reference", default=str(ROOT.parent.parent / "shared" / "reference"))
+    near = [d / "shared" / "reference" for d in (ROOT.parent, ROOT.parent.parent)]
+    ap.add_argument("--reference", default=str(next((d for d in near if d.exists()), near[0])))
+    ap.add_argument("--fixture", action="store_true", help="write the tiles and their nearest classes to tests/fixtures")
     ap.add_argument("--sheet", help="write official | nearest pairs as a PNG here")
     ap.add_argument("--figure", help="write a PSNR-per-sample bar chart here")
     args = ap.parse_args()
     png = Path(args.reference) / "3dshapes_official_samples.png"
-    tiles = official_tiles(png) if png.exists() else np.load(FIXTURE)["tiles"]
+    if png.exists():
+        tiles = official_tiles(png)
+    else:
+        mosaic = np.asarray(Image.open(FIXTURE).convert("RGB"))
+        tiles = mosaic.reshape(5, 64, 5, 64, 3).transpose(0, 2, 1, 3, 4).reshape(25, 64, 64, 3)
     t0 = time.perf_counter()
     bank = s3.shading_bank()
     t_bank = time.perf_counter() - t0
@@ -103,6 +111,16 @@ def main() -> None:
     for k, (i, v) in enumerate(found):
         print(f"sample {k:2d}: nearest index {i:6d} classes {s3.GRID.classes(np.array([i]))[0].tolist()} PSNR {v:5.2f} dB")
     print(f"PSNR dB: min {p.min():.2f}  median {np.median(p):.2f}  mean {p.mean():.2f}  max {p.max():.2f}")
+    if args.fixture:
+        mosaic = tiles.reshape(5, 5, 64, 64, 3).transpose(0, 2, 1, 3, 4).reshape(320, 320, 3)
+        Image.fromarray(mosaic).save(FIXTURE, optimize=True)
+        FIXTURE.with_suffix(".json").write_text(json.dumps({
+            "source": "3dshapes_official_samples.png: 25 official 3D Shapes images drawn 5x5 by the data set's "
+                      "notebook; tiles cut out and box-resized to 64x64 by benchmarks/shapes3d_match.py",
+            "classes": s3.GRID.classes(idx).tolist(),
+            "classes_note": f"the factor classes of each tile's nearest procedural image (render version "
+                            f"{s3.RENDER_VERSION})"}, indent=1))
+        print(f"wrote {FIXTURE} and its .json")
     if args.sheet:
         ours = s3.render(s3.GRID.classes(idx)).transpose(0, 2, 3, 1)
         pairs = [np.concatenate([a, np.full((64, 2, 3), 255, np.uint8), b], 1) for a, b in zip(tiles, ours)]

@@ -149,21 +149,27 @@ def labels_of(row):
     return np.stack([m[0], m[1], m[2], sky]).argmax(0)
 
 
-def sky_depth(row):
-    """How much sky each column shows (in pixels, edges counted in part): where the top edge of
-    the walls is, lowest at the far corner."""
-    m = maps_of(row)  # maps 3-5: the sky's RGB, plus white highlights (which cancel out here)
-    return ((m[5] - m[3]) / (s3.SCENE.sky[2] - s3.SCENE.sky[0])).sum(0)
+def corner_column(orientation, y=28):
+    """The image column of the room corner (where rays of row y stop meeting one wall and meet
+    the next), or None where one wall fills the row."""
+    _, _, _, p, _, kind, _ = s3._background(orientation)
+    n = 64 * s3._SUPER
+    p, kind = p.reshape(n, n, 3)[y * s3._SUPER], kind.reshape(n, n)[y * s3._SUPER]
+    assert (kind == 1).all()  # row y is all wall
+    side = np.abs(p[:, 0]) > np.abs(p[:, 2])  # on a side wall (|x| = 1), not the back wall
+    change = np.nonzero(np.diff(side))[0]
+    return None if len(change) == 0 else float(change.mean() / s3._SUPER)
 
 
 def test_orientation_turns_the_view_colours_stay():
     # orientation is the camera azimuth: it turns the cube and brings a room corner into view
-    # (right of the object for negative angles, left for positive, as in the official frames)
-    sky = [sky_depth(with_(BASE, orientation=o)) for o in range(15)]
-    assert np.ptp(sky[7]) < 0.05  # 0 degrees: the back wall fills the view face on
-    corners = [int(np.argmax(s)) for s in sky]
-    assert 38 <= corners[0] <= 50 and 13 <= corners[14] <= 25 and abs(corners[0] + corners[14] - 63) <= 2, corners
-    assert all(np.ptp(sky[o]) > 0.5 for o in (0, 3, 11, 14))
+    # (right of the object for negative angles, left for positive: columns 42-45 and 18-21 at
+    # -30 and 30 degrees in the official frames)
+    corners = [corner_column(o) for o in range(15)]
+    assert corners[7] is None  # 0 degrees: the back wall fills the view face on
+    assert 41 <= corners[0] <= 46 and 17 <= corners[14] <= 22 and abs(corners[0] + corners[14] - 63) < 1, corners
+    assert np.all(np.diff([c for c in corners[:7] if c is not None]) > 0)  # moving out as the angle shrinks
+    assert np.all(np.diff([c for c in corners[8:] if c is not None]) > 0)
     cube = [object_mask(with_(BASE, shape=0, orientation=o)) for o in (0, 7, 14)]
     assert (cube[0] != cube[1]).sum() > 10 and (cube[1] != cube[2]).sum() > 10
     # a sphere looks the same from every side: its outline does not move

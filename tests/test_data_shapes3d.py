@@ -152,9 +152,9 @@ def labels_of(row):
 def corner_column(orientation, y=28):
     """The image column of the room corner (where rays of row y stop meeting one wall and meet
     the next), or None where one wall fills the row."""
-    _, _, _, p, _, kind, _ = s3._background(orientation)
-    n = 64 * s3._SUPER
-    p, kind = p.reshape(n, n, 3)[y * s3._SUPER], kind.reshape(n, n)[y * s3._SUPER]
+    _, _, _, p, _, kind, _, _ = s3._background(orientation)
+    k = s3._SUPER  # rays are in pixel-major order: (row, column, sub-row, sub-column)
+    p, kind = p.reshape(64, 64, k, k, 3)[y, :, 0].reshape(-1, 3), kind.reshape(64, 64, k, k)[y, :, 0].ravel()
     assert (kind == 1).all()  # row y is all wall
     side = np.abs(p[:, 0]) > np.abs(p[:, 2])  # on a side wall (|x| = 1), not the back wall
     change = np.nonzero(np.diff(side))[0]

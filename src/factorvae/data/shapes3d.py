@@ -278,27 +278,59 @@ def _near(o: np.ndarray, d: np.ndarray, centre: np.ndarray, radius: float) -> np
 
 
 def _background(orientation: int, scene: Scene = None):
-    """Per-orientation ray casting of the empty room: ray origin and directions, light, hit
-    points, what each ray sees (0 floor, 1 wall, 2 sky) and the room's unshadowed shading."""
+    """Per-orientation ray casting of the empty room. Rays are in pixel-major order (the S*S
+    rays of pixel i are rays i*S*S ...). Returns the ray origin and directions, the light, the
+    room's hit points and distances, what each ray sees (0 floor, 1 wall, 2 sky), the
+    illumination there, and the maps of the empty room."""
     sc = scene or SCENE
     o, d, light = _camera(float(GRID.values[5][orientation]), sc)
+    k = _SUPER
+    d = d.reshape(SIZE, k, SIZE, k, 3).transpose(0, 2, 1, 3, 4).reshape(-1, 3)
     t, which = _hit_room(o, d)
     p = o + np.where(np.isfinite(t), t, 0.0)[:, None] * d
     kind = np.where(~np.isfinite(t), 2, np.where(which == 0, 0, np.where(p[:, 1] <= sc.wall_height, 1, 2)))
     to_light, dist, lambert = _illumination(p, _PLANES[which], light)
     facing = np.maximum(-(_PLANES[which] * d).sum(1), 0.0)  # the cosine with the view (headlight)
-    return o, d, light, p, t, kind, (to_light, dist, lambert, facing)
+    room = (o, d, light, p, t, kind, (to_light, dist, lambert, facing))
+    empty = _layers(room, sc, np.arange(len(d)), np.full(len(d), np.inf), np.zeros((len(d), 3)), np.ones(len(d)))
+    return room + (empty.reshape(MAPS, SIZE * SIZE, k * k).mean(-1),)
+
+
+def _layers(background, sc: Scene, rays, t_obj, n_obj, lit) -> np.ndarray:
+    """(MAPS, len(rays)) per-ray values of the maps, for the rays ``rays`` given their hits with
+    the object (distance, normal) and whether the light reaches their room point."""
+    o, d, light, p_bg, t_bg, kind, (_, _, lambert, facing_bg) = background[:7]
+    d, kind, lambert, facing_bg = d[rays], kind[rays], lambert[rays], facing_bg[rays]
+    on_obj = t_obj < t_bg[rays]
+    amb, head, dif = sc.ambient, sc.headlight, sc.diffuse
+    floor = amb[0] + head[0] * facing_bg + dif[0] * lambert * lit
+    wall = amb[1] + head[1] * facing_bg + dif[1] * lambert * lit
+    p_obj = o + np.where(on_obj, t_obj, 0.0)[:, None] * d
+    _, _, diffuse = _illumination(p_obj, n_obj, light)
+    facing = np.maximum(-(n_obj * d).sum(1), 0.0)
+    obj = amb[2] + head[2] * facing + dif[2] * diffuse
+    # a white highlight (Phong) on the object from the headlight, whose reflection is 2 facing^2 - 1
+    spec = sc.specular * np.maximum(2 * facing**2 - 1, 0.0) ** sc.shininess
+    white = np.where(on_obj, spec * 255.0, 0.0)
+    sky = ~on_obj & (kind == 2)
+    return np.stack([
+        np.where(~on_obj & (kind == 0), floor, 0.0),
+        np.where(~on_obj & (kind == 1), wall, 0.0),
+        np.where(on_obj, obj, 0.0),
+        *(np.where(sky, c, white) for c in sc.sky),
+    ])
 
 
 def _maps(scale: int, shape: int, background, scene: Scene = None) -> np.ndarray:
     """The maps of one (scale, shape) seen from one orientation (its ``_background``), float32
     (MAPS, 64, 64): floor, wall and object shading, and the RGB (0..255) of the sky; a pixel's
-    colour is sum_r maps[r] * rgb_r + maps[3:]."""
+    colour is sum_r maps[r] * rgb_r + maps[3:]. Only pixels the object or its shadow touch are
+    recomputed; the others are the empty room's."""
     sc = scene or SCENE
-    o, d, light, p_bg, t_bg, kind, (to_light, dist, lambert, facing_bg) = background
+    o, d, light, p_bg, t_bg, kind, (to_light, dist, lambert, _), empty = background
     s = float(GRID.values[3][scale])
     centre, radius = _bounding_sphere(shape, s, sc)
-    n = len(d)
+    n, kk = len(d), _SUPER * _SUPER
     # primary rays against the object (only those that pass near it)
     t_obj = np.full(n, np.inf)
     n_obj = np.zeros((n, 3))
@@ -311,25 +343,12 @@ def _maps(scale: int, shape: int, background, scene: Scene = None) -> np.ndarray
     if cand.any():
         ts, _ = _hit_object(shape, s, p_bg[cand] + _EPS * to_light[cand], to_light[cand], sc)
         lit[cand] = np.where(ts < dist[cand], 0.0, 1.0)
-    amb, head, dif = sc.ambient, sc.headlight, sc.diffuse
-    floor = amb[0] + head[0] * facing_bg + dif[0] * lambert * lit
-    wall = amb[1] + head[1] * facing_bg + dif[1] * lambert * lit
-    p_obj = o + np.where(on_obj, t_obj, 0.0)[:, None] * d
-    l_obj, _, diffuse = _illumination(p_obj, n_obj, light)
-    facing = np.maximum(-(n_obj * d).sum(1), 0.0)
-    obj = amb[2] + head[2] * facing + dif[2] * diffuse
-    # a white highlight (Phong) on the object from the headlight, whose reflection is 2 facing^2 - 1
-    spec = sc.specular * np.maximum(2 * facing**2 - 1, 0.0) ** sc.shininess
-    white = np.where(on_obj, spec * 255.0, 0.0)
-    sky = ~on_obj & (kind == 2)
-    layers = np.stack([
-        np.where(~on_obj & (kind == 0), floor, 0.0),
-        np.where(~on_obj & (kind == 1), wall, 0.0),
-        np.where(on_obj, obj, 0.0),
-        *(np.where(sky, c, white) for c in sc.sky),
-    ])
-    k = _SUPER
-    maps = layers.reshape(MAPS, SIZE, k, SIZE, k).mean(axis=(2, 4)).astype(np.float32)
+    pixels = np.unique(np.nonzero(on_obj | (lit == 0))[0] // kk)
+    rays = (pixels[:, None] * kk + np.arange(kk)).ravel()
+    maps = empty.copy()
+    maps[:, pixels] = _layers(background, sc, rays, t_obj[rays], n_obj[rays], lit[rays]).reshape(
+        MAPS, len(pixels), kk).mean(-1)
+    maps = maps.reshape(MAPS, SIZE, SIZE).astype(np.float32)
     maps.setflags(write=False)
     return maps
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from factorvae.data import shapes3d as s3
+from factorvae.data import shapes3d_scene as scene
 from factorvae.data.grid import FactorGrid
 from factorvae.errors import UserError
 
@@ -145,20 +146,20 @@ def test_shapes_have_different_outlines():
 def labels_of(row):
     """Per pixel: 0 floor, 1 wall, 2 object, 3 sky (whichever covers most of it)."""
     m = maps_of(row)
-    sky = (m[5] - m[3]) / (s3.SCENE.sky[2] - s3.SCENE.sky[0])  # its share of the pixel
+    sky = (m[5] - m[3]) / (scene.SCENE.sky[2] - scene.SCENE.sky[0])  # its share of the pixel
     return np.stack([m[0], m[1], m[2], sky]).argmax(0)
 
 
 def corner_column(orientation, y=28):
     """The image column of the room corner (where rays of row y stop meeting one wall and meet
     the next), or None where one wall fills the row."""
-    _, _, _, p, _, kind, _, _ = s3._background(orientation)
-    k = s3._SUPER  # rays are in pixel-major order: (row, column, sub-row, sub-column)
+    _, _, _, p, _, kind, _, _ = scene._background(orientation)
+    k = scene._SUPER  # rays are in pixel-major order: (row, column, sub-row, sub-column)
     p, kind = p.reshape(64, 64, k, k, 3)[y, :, 0].reshape(-1, 3), kind.reshape(64, 64, k, k)[y, :, 0].ravel()
     assert (kind == 1).all()  # row y is all wall
     side = np.abs(p[:, 0]) > np.abs(p[:, 2])  # on a side wall (|x| = 1), not the back wall
     change = np.nonzero(np.diff(side))[0]
-    return None if len(change) == 0 else float(change.mean() / s3._SUPER)
+    return None if len(change) == 0 else float(change.mean() / scene._SUPER)
 
 
 def test_orientation_turns_the_view_colours_stay():

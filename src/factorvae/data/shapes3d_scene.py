@@ -1,7 +1,7 @@
 """The 3D Shapes scene (Burgess & Kim 2018; paper §5): a numpy ray caster of the shading maps
 the images of ``factorvae.data.shapes3d`` are composed from.
 
-The scene. The official renderer is not public; this one is fitted to the official images
+The official renderer is not public; this one is fitted to the official images
 (DeepMind's traversal GIF of one factor at a time, and 25 random samples from the data set's
 notebook): nearest-image PSNR >= 20 dB for every sample (benchmarks/shapes3d_match.py).
 Lengths are in units of the room's half width; ``Scene`` holds the fitted values.
@@ -14,7 +14,7 @@ Lengths are in units of the room's half width; ``Scene`` holds the fitted values
   radius 0.16 and height 0.33, a sphere of radius 0.18, a capsule of radius 0.14 and height
   0.55; all sizes times the scale value.
 - The camera is 1.53 from the centre, 0.47 above the floor, looking at the object's vertical
-  axis 5.7 degrees down, with a 35 degree field of view. orientation turns the camera about
+  axis 5.75 degrees down, with a 34.9 degree field of view. orientation turns the camera about
   that axis (disentanglement_lib's file name ends in ``view-azi``); the lights turn with it, so
   in the image the room and the cube (aligned with the walls) turn and the shading and shadow
   stay: at 0 degrees the back wall fills the view face on, at -30 a corner shows right of the
@@ -76,8 +76,8 @@ _EPS = 1e-4
 # -- ray casting ----------------------------------------------------------------------------
 
 def _camera(orientation_deg: float, scene: Scene = None):
-    """Ray origin (3,), unit directions (S*64*S*64, 3) of the supersampled pixels (row 0 at the
-    top) and the unit direction towards the light, in room coordinates (y up, object at the
+    """Ray origin (3,), unit directions (S*64*S*64, 3) of the supersampled pixels (row-major,
+    row 0 at the top) and the light's position, in room coordinates (y up, object at the
     origin, walls at x, z = +-1). Orientation turns the camera (and its light) about the
     object's vertical axis: the room and a cube, aligned with each other, turn in the image."""
     sc = scene or SCENE

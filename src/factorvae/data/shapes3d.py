@@ -296,7 +296,8 @@ def cache_h5(path: str | Path, grid: FactorGrid = GRID, cache: str | Path | None
     f, images = _open_h5(path, grid)
     with f:
         st = path.stat()
-        ident = {"source": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sizes": list(grid.sizes)}
+        ident = {"source": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+                 "sizes": list(grid.sizes)}
         key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:20]
         cpath = cache_dir(cache) / f"shapes3d-official-{key}.npy"
         shape = (len(grid), 3, SIZE, SIZE)

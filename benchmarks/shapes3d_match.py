@@ -91,7 +91,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     near = [d / "shared" / "reference" for d in (ROOT.parent, ROOT.parent.parent)]
     ap.add_argument("--reference", default=str(next((d for d in near if d.exists()), near[0])))
-    ap.add_argument("--fixture", action="store_true", help="write the tiles and their nearest classes to tests/fixtures")
+    ap.add_argument("--fixture", action="store_true",
+                    help="write the tiles and their nearest classes to tests/fixtures")
     ap.add_argument("--sheet", help="write official | nearest pairs as a PNG here")
     ap.add_argument("--figure", help="write a PSNR-per-sample bar chart here")
     args = ap.parse_args()
@@ -107,9 +108,11 @@ def main() -> None:
     found = [nearest(t, bank) for t in tiles]
     idx = np.array([i for i, _ in found])
     p = np.array([v for _, v in found])
-    print(f"source: {png if png.exists() else FIXTURE}; bank {t_bank:.1f} s, search {time.perf_counter() - t0 - t_bank:.1f} s")
+    t_search = time.perf_counter() - t0 - t_bank
+    print(f"source: {png if png.exists() else FIXTURE}; bank {t_bank:.1f} s, search {t_search:.1f} s")
     for k, (i, v) in enumerate(found):
-        print(f"sample {k:2d}: nearest index {i:6d} classes {s3.GRID.classes(np.array([i]))[0].tolist()} PSNR {v:5.2f} dB")
+        cls = s3.GRID.classes(np.array([i]))[0].tolist()
+        print(f"sample {k:2d}: nearest index {i:6d} classes {cls} PSNR {v:5.2f} dB")
     print(f"PSNR dB: min {p.min():.2f}  median {np.median(p):.2f}  mean {p.mean():.2f}  max {p.max():.2f}")
     if args.fixture:
         mosaic = tiles.reshape(5, 5, 64, 64, 3).transpose(0, 2, 1, 3, 4).reshape(320, 320, 3)
@@ -123,12 +126,14 @@ def main() -> None:
         print(f"wrote {FIXTURE} and its .json")
     if args.sheet:
         ours = s3.render(s3.GRID.classes(idx)).transpose(0, 2, 3, 1)
-        pairs = [np.concatenate([a, np.full((64, 2, 3), 255, np.uint8), b], 1) for a, b in zip(tiles, ours)]
-        rows = [np.concatenate(sum(([pr, np.full((64, 8, 3), 255, np.uint8)] for pr in pairs[r * 5 : r * 5 + 5]), [])[:-1], 1)
+        white = lambda h, w: np.full((h, w, 3), 255, np.uint8)  # noqa: E731 - gaps between tiles
+        pairs = [np.concatenate([a, white(64, 2), b], 1) for a, b in zip(tiles, ours)]
+        rows = [np.concatenate(sum(([pr, white(64, 8)] for pr in pairs[r * 5 : r * 5 + 5]), [])[:-1], 1)
                 for r in range(5)]
-        sheet = np.concatenate(sum(([r, np.full((6, rows[0].shape[1], 3), 255, np.uint8)] for r in rows), [])[:-1], 0)
+        sheet = np.concatenate(sum(([r, white(6, rows[0].shape[1])] for r in rows), [])[:-1], 0)
         Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(sheet).resize((sheet.shape[1] * 2, sheet.shape[0] * 2), Image.NEAREST).save(args.sheet, optimize=True)
+        big = Image.fromarray(sheet).resize((sheet.shape[1] * 2, sheet.shape[0] * 2), Image.NEAREST)
+        big.save(args.sheet, optimize=True)
         print(f"wrote {args.sheet}")
     if args.figure:
         import matplotlib

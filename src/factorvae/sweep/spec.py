@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from factorvae.config import deep_update, read_yaml, resolve
-from factorvae.errors import UserError
+from factorvae.errors import UserError, check_keys
 from factorvae.methods import get_method
 from factorvae.metrics.suite import METRICS, PRESETS
 
-SPEC_KEYS = {"name", "description", "config", "base", "methods", "seeds", "datasets", "eval"}
-METHOD_KEYS = {"name", "label", "config", "set", "grid"}
+SPEC_KEYS = ("name", "description", "config", "base", "methods", "seeds", "datasets", "eval")
+METHOD_KEYS = ("name", "label", "config", "set", "grid")
 EVAL_DEFAULTS: dict = {
     # metric suite (factorvae.metrics.suite.evaluate_model): preset, metric subset (null: all), seed
     "preset": "fast",
@@ -199,16 +199,15 @@ def resolve_eval(value) -> dict:
         return ev
     if not isinstance(value, dict):
         raise UserError(f"eval must be a mapping, got {type(value).__name__}")
-    unknown = set(value) - set(ev)
-    if unknown:
-        raise UserError(f"unknown eval option(s): {', '.join(sorted(unknown))}; options are {', '.join(ev)}")
+    check_keys("eval option", value, ev)
     for k, v in value.items():
         if k in ("true_tc", "log_likelihood"):
             if v in (None, False):
                 ev[k] = None
                 continue
-            if not isinstance(v, dict) or set(v) - set(EVAL_DEFAULTS[k]):
+            if not isinstance(v, dict):
                 raise UserError(f"eval.{k} must be null or a mapping with keys {', '.join(EVAL_DEFAULTS[k])}, got {v!r}")
+            check_keys(f"eval.{k} option", v, EVAL_DEFAULTS[k])
             ev[k].update(v)
             for kk, vv in ev[k].items():
                 if isinstance(vv, bool) or not isinstance(vv, int) or vv < 0:
@@ -243,9 +242,10 @@ def load_spec(source: str | Path | dict, base_dir: str | Path | None = None) -> 
             raise UserError(f"sweep spec not found: {path}")
         spec, where, base = read_yaml(path), str(path), Path(base_dir or path.parent)
         src = str(path)
-    unknown = set(spec) - SPEC_KEYS
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; a spec has {', '.join(sorted(SPEC_KEYS))}")
+    try:
+        check_keys("spec key", spec, SPEC_KEYS)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
     name = str(spec.get("name") or (Path(src).stem if src else "sweep"))
     methods = spec.get("methods")
     if isinstance(methods, dict):  # {factorvae: {grid: ...}} shorthand
@@ -263,9 +263,10 @@ def load_spec(source: str | Path | dict, base_dir: str | Path | None = None) -> 
         mw = f"{where}: methods[{i}]"
         if not isinstance(m, dict) or not isinstance(m.get("name"), str):
             raise UserError(f"{mw} must be a mapping with a method name")
-        bad = set(m) - METHOD_KEYS
-        if bad:
-            raise UserError(f"{mw}: unknown key(s) {', '.join(sorted(bad))}; allowed: {', '.join(sorted(METHOD_KEYS))}")
+        try:
+            check_keys("method key", m, METHOD_KEYS)
+        except UserError as e:
+            raise UserError(f"{mw}: {e}") from None
         try:
             method = get_method(m["name"]).name
         except UserError as e:

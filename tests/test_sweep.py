@@ -4,9 +4,11 @@ processes), skip / resume / retry, corrupt trial directories, and the results ta
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -296,20 +298,89 @@ def test_corrupt_trial_directories_are_reported_not_fatal(tmp_path, cli):
     assert "corrupt" in stdout
 
 
-def test_ray_sweep_runs_trials_as_remote_tasks(tmp_path, cli):
-    """`--ray local` starts a real local Ray instance, runs each trial as a Ray task, shuts it down."""
+def _process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack += children.get(pid, [])
+    return out
+
+
+def _listening_addresses(pids: list[int]) -> set[str]:
+    """Local addresses of the TCP sockets in LISTEN state that these processes hold (from /proc)."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                hexaddr = cols[1].split(":")[0]
+                raw = bytes.fromhex(hexaddr)
+                # /proc prints the address as 32-bit words in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw))
+    return found
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+
+
+def test_ray_sweep_runs_trials_as_remote_tasks_listening_on_loopback_only(tmp_path, cli, monkeypatch):
+    """`--ray local` starts a real local Ray instance, runs each trial as a Ray task, shuts it
+    down; while it runs, every socket Ray listens on is bound to 127.0.0.1 / ::1, never to all
+    interfaces or the machine's external address."""
     ray = pytest.importorskip("ray")
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs Linux /proc to list listening sockets")
+    seen: list[set] = []
+    real_wait = ray.wait
+
+    def wait_and_look(*args, **kwargs):  # the driver waits while the local instance runs trials
+        if not seen:
+            seen.append(_listening_addresses(_process_tree(os.getpid())))
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "wait", wait_and_look)
     path = write_spec(tmp_path / "s.yaml", micro_spec(steps=10, gammas=(10,), betas=(1,), metrics=("factor_vae",)))
     code, stdout, err = cli("sweep", path, "--out", tmp_path / "out", "--ray", "local", "--cpus-per-trial", "1",
                             "--no-progress")
     assert code == 0, err
     assert "2 finished" in stdout
     assert not ray.is_initialized()  # the instance this command started is gone
+    assert seen and seen[0], "found no listening socket of the local Ray instance"
+    assert all(_is_loopback(a) for a in seen[0]), f"Ray listens beyond loopback: {sorted(seen[0])}"
+    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") is None  # the process environment is left as it was
     rows = read_table(tmp_path / "out" / "results.csv")
     assert len(rows) == 2 and {r["status"] for r in rows} == {"finished"}
     for r in rows:
         attempt = json.loads((tmp_path / "out" / r["dir"] / "trial.json").read_text())["attempts"][-1]
         assert attempt["pid"] != os.getpid()  # ran in a Ray worker process
+
+
+def test_an_unreachable_ray_address_fails_at_once_naming_it(tmp_path, cli):
+    pytest.importorskip("ray")
+    path = write_spec(tmp_path / "s.yaml", micro_spec(steps=5, gammas=(), metrics=("factor_vae",)))
+    code, _, err = cli("sweep", path, "--out", tmp_path / "out", "--ray", "127.0.0.1:1", "--no-progress")
+    assert code == 2 and "127.0.0.1:1" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path, cli):

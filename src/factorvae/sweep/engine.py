@@ -14,14 +14,17 @@ result of ``run_trial`` (or ``failure``) once per trial, chosen in ``_run_sweep_
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
+import socket
+import sys
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,59 +169,165 @@ def _failure(t: Trial, out: Path, message: str) -> dict:
     return {"id": t.id, "status": "failed", "action": "", "seconds": 0.0, "error": message.splitlines()[-1][:500]}
 
 
+def _watch_parent(parent: int) -> None:
+    """Exit as soon as the driver is gone (killed with -9, crashed): nobody would read this
+    worker's result, and a second sweep on the directory must not race it. Polling the parent
+    pid works on Linux and macOS alike; checkpoints are written atomically, so exiting mid-step
+    loses at most the steps since the last one."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _worker_main(conn, parent: int) -> None:
+    """A pool worker: run the trials the driver sends until it sends None or goes away."""
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    try:
+        while True:
+            try:
+                job = conn.recv()
+            except (EOFError, OSError):  # the driver closed its end or died
+                return
+            if job is None:
+                return
+            conn.send(run_trial(*job))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the driver reports it
+        return
+
+
+class _Worker:
+    """One spawned worker process and the pipe to it."""
+
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True)
+        self.process.start()
+        child.close()  # so the driver sees EOF when the worker dies
+
+    def stop(self, wait: float) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.process.join(wait)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
 def _run_pool(todo: list[Trial], out: Path, workers: int, report) -> None:
     """Separate processes (spawn), at most ``workers`` trials in flight, each with
-    cores/workers torch threads. A worker that dies (killed, out of memory) fails only the
-    trials it held; the pool is rebuilt for the rest."""
+    cores/workers torch threads. Each worker has its own pipe, so a worker that dies (killed,
+    out of memory) fails only the trial it held, and a new worker takes its place; workers exit
+    when the driver dies."""
     threads = max(1, usable_cores() // workers)
     queue = list(todo)
     ctx = multiprocessing.get_context("spawn")
-    while queue:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-        running: dict = {}
-        broken = False
-        try:
-            while queue or running:
-                while queue and len(running) < workers and not broken:
-                    t = queue.pop(0)
-                    running[pool.submit(run_trial, t, str(out / "trials" / t.id), threads)] = t
-                if not running:
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    t = running.pop(f)
-                    try:
-                        report(f.result())
-                    except BrokenProcessPool:
-                        broken = True
-                        report(_failure(t, out, "the worker process died (killed or out of memory) while running this "
-                                                "trial; it is resumed from its checkpoint on the next run"))
-                    except Exception as e:  # noqa: BLE001 - e.g. a result that could not be unpickled
-                        report(_failure(t, out, f"{type(e).__name__}: {e}"))
-                if broken and not running:
-                    break
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True, cancel_futures=True)
+    idle: list[_Worker] = []
+    busy: dict[_Worker, Trial] = {}
+    ok = False
+    try:
+        while queue or busy:
+            while queue and len(busy) < workers:
+                w = idle.pop() if idle else _Worker(ctx)
+                t = queue.pop(0)
+                w.conn.send((t, str(out / "trials" / t.id), threads))
+                busy[w] = t
+            ready = multiprocessing.connection.wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+            for w in [w for w in busy if w.conn in ready or w.process.sentinel in ready]:
+                t = busy.pop(w)
+                try:
+                    res = w.conn.recv()  # a result sent just before the worker ended still counts
+                except (EOFError, OSError):
+                    w.stop(0)
+                    report(_failure(t, out, "the worker process died (killed or out of memory) while running this "
+                                            "trial; it is resumed from its checkpoint on the next run"))
+                    continue
+                except Exception as e:  # noqa: BLE001 - e.g. a result that could not be unpickled
+                    w.stop(0)
+                    report(_failure(t, out, f"{type(e).__name__}: {e}"))
+                    continue
+                idle.append(w)
+                report(res)
+        ok = True
+    finally:
+        for w in idle + list(busy):
+            w.stop(30 if ok else 0)
+
+
+#: a Ray instance this process starts stays on this machine (loopback only):
+#: - Ray's single-machine mode (its default on macOS and Windows): every Ray process binds to
+#:   127.0.0.1, instead of all interfaces and the address a UDP "connect" to 8.8.8.8 finds;
+#: - no usage statistics;
+#: - an HTTP proxy that refuses at once on loopback: Ray's usage module asks the cloud metadata
+#:   servers (169.254.169.254, metadata.google.internal) for the cloud it runs on even when
+#:   statistics are off, and a local instance has no HTTP to do beyond this machine.
+_REFUSE = "http://127.0.0.1:9"
+_LOOPBACK = "127.0.0.1,localhost,::1"
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                 "http_proxy": _REFUSE, "https_proxy": _REFUSE, "HTTP_PROXY": _REFUSE, "HTTPS_PROXY": _REFUSE,
+                 "no_proxy": _LOOPBACK, "NO_PROXY": _LOOPBACK}
+
+
+@contextlib.contextmanager
+def _local_ray_env():
+    """LOCAL_RAY_ENV while a local Ray instance starts (its processes inherit it)."""
+    old = {k: os.environ.get(k) for k in LOCAL_RAY_ENV}
+    os.environ.update(LOCAL_RAY_ENV)
+    constants = sys.modules.get("ray._private.ray_constants")
+    cluster = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    if cluster is not None:  # Ray was imported before the variable was set: it read it at import
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if cluster is not None:
+            constants.ENABLE_RAY_CLUSTER = cluster
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """An explicit ``host:port`` (or ``ray://host:port``) must answer within seconds; Ray itself
+    waits a minute or more in silence before giving up on an address where nothing listens."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not host:port: Ray's own parsing reports it
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise UserError(f"--ray {address}: no Ray cluster answers at {host}:{port} "
+                        f"({e.strerror or type(e).__name__})") from None
 
 
 def _run_ray(todo: list[Trial], out: Path, address: str, cpus: float | None, gpus: float, report) -> None:
-    """One Ray task per trial. ``out`` must be on storage every node sees (a shared file system)."""
-    try:
-        import ray  # optional (pip install 'factorvae[ray]'), and slow to import
-    except ImportError:
-        raise UserError("--ray needs Ray: pip install 'factorvae[ray]'") from None
-    started = False
-    if not ray.is_initialized():
+    """One Ray task per trial. ``out`` must be on storage every node sees (a shared file system).
+    ``local`` starts an instance on 127.0.0.1 only, without dashboard or usage statistics."""
+    with _local_ray_env() if address == "local" else contextlib.nullcontext():
         try:
-            if address == "local":  # a new instance on this machine, even if a cluster runs here
-                ray.init(address="local", include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(f"--ray {address}: cannot connect to a Ray cluster ({type(e).__name__}: {e})") from None
-        started = True
+            import ray  # optional (pip install 'factorvae[ray]'), and slow to import
+        except ImportError:
+            raise UserError("--ray needs Ray: pip install 'factorvae[ray]'") from None
+        started = False
+        if not ray.is_initialized():
+            if address not in ("local", "auto"):
+                _check_reachable(address)
+            try:
+                if address == "local":  # a new instance on this machine, even if a cluster runs here
+                    ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                             _node_ip_address="127.0.0.1")
+                else:
+                    ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise UserError(f"--ray {address}: cannot connect to a Ray cluster ({type(e).__name__}: {e})") from None
+            started = True
     try:
         cpus = float(cpus) if cpus else 1.0
         remote = ray.remote(num_cpus=cpus, num_gpus=float(gpus or 0), max_retries=0)(run_trial)

@@ -492,3 +492,38 @@ def test_workers_exit_when_the_driver_is_killed(tmp_path):
         for p in pids:
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_slurm_sweep_through_submitits_local_executor(tmp_path, cli, monkeypatch):
+    """`--slurm` submits one job per trial (here through submitit's local executor: the same
+    pickles and job folders as Slurm, run on this machine) into the same trial directories;
+    a rerun skips the finished trials."""
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    spec = micro_spec(steps=10, gammas=(10,), betas=(1,), metrics=("factor_vae",))
+    spec["eval"] = NO_EVAL
+    path = write_spec(tmp_path / "s.yaml", spec)
+    out = tmp_path / "out"
+    code, stdout, err = cli("sweep", path, "--out", out, "--slurm", "--slurm-executor", "local", "--slurm-time", "10",
+                            "--no-progress")
+    assert code == 0, (stdout, err)
+    assert "2 finished" in stdout and "Slurm (local executor)" in stdout
+    rows = read_table(out / "results.csv")
+    assert {r["status"] for r in rows} == {"finished"} and len(rows) == 2
+    for r in rows:
+        trial = out / r["dir"]
+        assert (trial / "checkpoints" / "last.pt").exists() and (trial / "analysis.json").exists()
+        assert json.loads((trial / "trial.json").read_text())["attempts"][-1]["pid"] != os.getpid()  # ran in a job
+    assert any((out / "slurm").rglob("*_submission.sh")) or any((out / "slurm").rglob("*.pkl"))
+    code, stdout, _ = cli("sweep", path, "--out", out, "--slurm", "--slurm-executor", "local", "--no-progress")
+    assert code == 0 and "running 0 on" in stdout
+
+
+def test_slurm_options_need_slurm(tmp_path, cli):
+    path = write_spec(tmp_path / "s.yaml", micro_spec(steps=5, gammas=(), metrics=("factor_vae",)))
+    code, _, err = cli("sweep", path, "--out", tmp_path / "out", "--slurm-partition", "gpu")
+    assert code == 2 and "need --slurm" in err
+    code, _, err = cli("sweep", path, "--out", tmp_path / "out", "--slurm", "--ray", "local")
+    assert code == 2 and "one of --ray and --slurm" in err
+    assert not (tmp_path / "out").exists()

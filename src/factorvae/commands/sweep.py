@@ -1,5 +1,5 @@
 """`factorvae sweep SPEC --out DIR`: train and evaluate every trial of a sweep spec, locally
-(--workers N processes) or on a Ray cluster (--ray ADDRESS); rerunning skips finished trials,
+(--workers N processes), on a Ray cluster (--ray ADDRESS) or as Slurm jobs (--slurm); rerunning skips finished trials,
 resumes interrupted ones and retries failed ones. See docs/reproduce.md."""
 
 from __future__ import annotations
@@ -26,8 +26,17 @@ def register(sub) -> None:
     p.add_argument("--ray", metavar="ADDRESS",
                    help="run on Ray instead: 'local' starts a local instance, 'auto' joins the running cluster, "
                         "or a cluster address; DIR must be on storage every node sees")
-    p.add_argument("--cpus-per-trial", type=float, default=None, help="Ray: CPUs per trial (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0, help="Ray: GPUs per trial (default 0)")
+    p.add_argument("--slurm", action="store_true",
+                   help="submit one Slurm job per trial instead (needs submitit: pip install 'factorvae[slurm]'); "
+                        "DIR must be on storage the compute nodes see")
+    p.add_argument("--slurm-partition", metavar="NAME", help="Slurm: partition (default: the cluster's)")
+    p.add_argument("--slurm-time", metavar="MINUTES", type=int, default=24 * 60,
+                   help="Slurm: time limit per trial in minutes (default 1440); a trial cut short resumes on the next run")
+    p.add_argument("--slurm-executor", choices=("slurm", "local"), default="slurm",
+                   help="Slurm: 'local' runs the jobs on this machine through submitit's local executor, "
+                        "to try a set-up (default slurm)")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="Ray, Slurm: CPUs per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0, help="Ray, Slurm: GPUs per trial (default 0)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per trial (default: the spec's train.threads, else cores / workers); "
                         "1 is often fastest on a shared machine")
@@ -39,12 +48,19 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from factorvae.sweep import inspect_trial, load_spec, run_sweep
+    from factorvae.sweep.slurm import SlurmOptions
 
     sweep = load_spec(args.spec)
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
-    if args.ray and args.workers not in (0, 1):
-        raise UserError("--workers is for local runs; with --ray use --cpus-per-trial / --gpus-per-trial")
+    if args.ray and args.slurm:
+        raise UserError("choose one of --ray and --slurm")
+    if (args.ray or args.slurm) and args.workers not in (0, 1):
+        raise UserError("--workers is for local runs; with --ray or --slurm use --cpus-per-trial / --gpus-per-trial")
+    if not args.slurm and (args.slurm_partition or args.slurm_executor != "slurm" or args.slurm_time != 24 * 60):
+        raise UserError("--slurm-partition, --slurm-time and --slurm-executor need --slurm")
+    if args.slurm_time < 1:
+        raise UserError(f"--slurm-time must be >= 1 minute, got {args.slurm_time}")
     if args.cpus_per_trial is not None and args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if args.threads is not None and args.threads < 1:
@@ -60,7 +76,8 @@ def run(args) -> int:
         return 0
     outcome = run_sweep(sweep, args.out, workers=args.workers, ray_address=args.ray,
                         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                        progress=not args.no_progress, only=args.only, threads=args.threads)
+                        progress=not args.no_progress, only=args.only, threads=args.threads,
+                        slurm=SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_executor) if args.slurm else None)
     counts = outcome.counts()
     print(f"\nsweep {sweep.name}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
           + f" ({outcome.seconds:.0f} s)")

@@ -8,8 +8,9 @@ Layout of a sweep directory ``DIR``::
     DIR/quarantine/           unfinished trial directories that were unreadable, moved aside
     DIR/results.csv, DIR/results.parquet   one row per trial (factorvae.sweep.table)
 
-A new backend is one function ``run_X(todo, out, ..., report)`` that calls ``report`` with the
-result of ``run_trial`` (or ``failure``) once per trial, chosen in ``_run_sweep_locked``.
+A new backend is one function ``run_X(todo, out, ..., report)`` (as ``sweep/slurm.py``) that
+calls ``report`` with the result of ``run_trial`` (or ``failure``) once per trial, chosen in
+``_run_sweep_locked``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 
 from factorvae.errors import UserError
 from factorvae.io import atomic_write_json, read_json
+from factorvae.sweep.slurm import SlurmOptions, run_slurm
 from factorvae.sweep.spec import Sweep, Trial, load_spec
 from factorvae.sweep.table import aggregate
 from factorvae.sweep.trial import run_trial
@@ -62,11 +64,12 @@ class SweepOutcome:
 
 def run_sweep(spec, out: str | Path, workers: int = 1, ray_address: str | None = None, cpus_per_trial: float | None = None,
               gpus_per_trial: float = 0, progress: bool = True, only: str | None = None, threads: int | None = None,
-              log=print) -> SweepOutcome:
+              log=print, slurm: SlurmOptions | None = None) -> SweepOutcome:
     """Run every unfinished trial of ``spec`` into ``out`` and gather the table.
 
     ``workers`` local processes (0: in this process), or Ray tasks when ``ray_address`` is given
-    (``local``: start a local Ray instance; ``auto``: join the running cluster; else an address).
+    (``local``: start a local Ray instance; ``auto``: join the running cluster; else an address),
+    or Slurm jobs when ``slurm`` is given (``sweep.slurm``; CPUs and GPUs per trial as for Ray).
     Torch threads per trial: ``threads``, else the spec's ``train.threads``, else cores / workers
     (Ray: the trial's CPUs)."""
     t0 = time.time()
@@ -79,7 +82,7 @@ def run_sweep(spec, out: str | Path, workers: int = 1, ray_address: str | None =
     (out / "trials").mkdir(parents=True, exist_ok=True)
     with _SweepLock(out):
         return _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per_trial, progress, only,
-                                 threads, log, t0)
+                                 threads, log, t0, slurm)
 
 
 class _SweepLock:
@@ -113,7 +116,7 @@ class _SweepLock:
 
 
 def _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per_trial, progress, only, threads, log,
-                      t0) -> SweepOutcome:
+                      t0, slurm=None) -> SweepOutcome:
     atomic_write_json(out / "sweep.json", {
         "name": sweep.name, "description": sweep.description, "source": sweep.source, "spec": sweep.spec,
         "trials": [t.id for t in sweep.trials], "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -126,7 +129,8 @@ def _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per
         by: dict = {}
         for st in states.values():
             by[st.status] = by.get(st.status, 0) + 1
-        engine = f"Ray ({ray_address})" if ray_address else (f"{workers} worker process(es)" if workers else "this process")
+        engine = (f"Ray ({ray_address})" if ray_address else f"Slurm ({slurm.cluster} executor)" if slurm
+                  else f"{workers} worker process(es)" if workers else "this process")
         log(f"sweep {sweep.name}: {len(trials)} trial(s) -> {out}  [" + ", ".join(f"{v} {k}" for k, v in by.items())
             + f"]; running {len(todo)} on {engine}")
     results: list[dict] = []
@@ -152,6 +156,8 @@ def _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per
                     t.config["train"]["threads"] = int(threads)
             if ray_address:
                 _run_ray(todo, out, ray_address, cpus_per_trial, gpus_per_trial, report)
+            elif slurm:
+                run_slurm(todo, out, slurm, cpus_per_trial, gpus_per_trial, report, _failure)
             elif workers == 0:
                 for t in todo:
                     report(run_trial(t, str(out / "trials" / t.id), threads=0, progress=progress))

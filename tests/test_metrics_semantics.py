@@ -249,5 +249,5 @@ def test_evaluate_model_needs_a_factor_grid():
         name = "faces"
         grid = None
 
-    with pytest.raises(UserError, match="data set faces has no ground-truth factors"):
+    with pytest.raises(UserError, match="metrics need ground-truth factors, and data set 'faces' has none"):
         suite.evaluate_model(torch.nn.Linear(2, 2), NoFactors())

@@ -28,6 +28,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from factorvae.data import require_grid
     from factorvae.metrics.suite import evaluate_model
     from factorvae.runs import RunDir, load_run
 
@@ -39,9 +40,7 @@ def run(args) -> int:
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     r = load_run(args.run_dir, device=args.device, progress=not args.no_progress)
-    if getattr(r.dataset, "grid", None) is None:
-        name = r.config.get("data", {}).get("name", "?")
-        raise UserError(f"data set {name} has no ground-truth factors; metrics need a factor grid")
+    require_grid(r.dataset)
     if not args.no_progress:
         print(f"scoring {r.dir} (step {r.step}) with preset {args.preset} ...", file=sys.stderr, flush=True)
     results = evaluate_model(r.model, r.dataset, preset=args.preset, seed=seed, metrics=names,

@@ -106,14 +106,17 @@ def load_dataset(name: str, path=None, cache=None, progress: bool = True, channe
     return info.load(path=path, cache=cache, progress=progress)
 
 
+def no_grid_error(name: str | None, what: str = "metrics") -> UserError:
+    """The one error for ``what`` asked of a data set without ground-truth factors."""
+    with_grid = ", ".join(n for n, i in DATASETS.items() if i.grid is not None)
+    which = f"data set {name!r}" if name else "this data set"
+    return UserError(f"{what} need ground-truth factors, and {which} has none (it is a folder of images); "
+                     f"traversals, reconstructions and samples work on it. Data sets with factors: {with_grid}")
+
+
 def require_grid(dataset: ImageData | str, what: str = "metrics"):
-    """The data set's FactorGrid, or a UserError saying that ``what`` needs ground-truth
-    factors, which this data set (an image folder) does not have."""
-    grid = get_dataset_info(dataset).grid if isinstance(dataset, str) else dataset.grid
+    """The data set's FactorGrid, or ``no_grid_error``."""
+    grid = get_dataset_info(dataset).grid if isinstance(dataset, str) else getattr(dataset, "grid", None)
     if grid is None:
-        name = dataset if isinstance(dataset, str) else dataset.name
-        with_grid = ", ".join(n for n, i in DATASETS.items() if i.grid is not None)
-        raise UserError(f"{what} need ground-truth factors, and data set {name!r} has none (it is a folder of "
-                        f"images); traversals, reconstructions and samples work on it. "
-                        f"Data sets with factors: {with_grid}")
+        raise no_grid_error(dataset if isinstance(dataset, str) else getattr(dataset, "name", None), what)
     return grid

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from factorvae.data import no_grid_error
 from factorvae.data.grid import FactorGrid
 from factorvae.errors import UserError
 
@@ -170,7 +171,7 @@ class Codes:
         ``encode_fn`` maps them to (B, D) codes. With ``cache`` each index is encoded at most
         once; without it every request is encoded again (disentanglement_lib's behaviour)."""
         if grid is None:
-            raise UserError("metrics need a factor grid; this data set has none")
+            raise no_grid_error(None)
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         return _EncoderCodes(encode_fn, images, grid, int(batch_size), bool(cache), bool(progress))

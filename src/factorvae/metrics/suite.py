@@ -22,6 +22,7 @@ import zlib
 
 import numpy as np
 
+from factorvae.data import require_grid
 from factorvae.errors import UserError
 from factorvae.metrics.beta_vae import beta_vae
 from factorvae.metrics.codes import FIXES_FACTORS, Codes
@@ -226,10 +227,7 @@ def evaluate_model(model, dataset, preset: str = "fast", seed: int = 0, metrics=
     ``progress``, first prints what it will do (``plan.describe``) to stderr."""
     import torch
 
-    grid = getattr(dataset, "grid", None)
-    if grid is None:
-        name = getattr(dataset, "name", "this data set")
-        raise UserError(f"data set {name} has no ground-truth factors; metrics need a factor grid")
+    grid = require_grid(dataset)
     parse_metrics(metrics), preset_params(preset), check_overrides(overrides)  # fail before encoding
     if progress:  # what it will do and cost, before the minutes start (`factorvae eval`)
         from factorvae.metrics.plan import describe, format_plan

@@ -12,7 +12,7 @@ import yaml
 from factorvae.data import get_dataset_info, image_channels
 from factorvae.errors import UserError, check_keys
 from factorvae.loggers import parse_loggers
-from factorvae.methods import get_method
+from factorvae.methods import METHODS, get_method
 from factorvae.methods.base import check_number
 from factorvae.metrics.suite import parse_metrics, preset_params
 
@@ -156,7 +156,9 @@ def resolve(*layers: dict) -> dict:
     ch = cfg["data"]["channels"]
     if ch is not None and (ch not in (1, 3, "auto") or info.grid is not None):
         raise UserError(f"data.channels must be 1, 3 or auto, and only for image folders; got {ch!r} for {info.name!r}")
-    check_keys("optim section", cfg["optim"], dict.fromkeys([*DEFAULTS["optim"], *method.optim_sections]))
+    # a section another method reads is allowed (one optim layer may serve several methods)
+    check_keys("optim section", cfg["optim"], dict.fromkeys([*DEFAULTS["optim"], *method.optim_sections,
+                                                             *(s for m in METHODS.values() for s in m.optim_sections)]))
     for name in method.optim_sections:
         if name not in cfg["optim"] and name in getattr(method, "optim_defaults", {}):
             cfg["optim"][name] = copy.deepcopy(method.optim_defaults[name])

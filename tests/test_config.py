@@ -37,6 +37,9 @@ def test_known_optimiser_keys_still_apply():
     assert cfg["optim"]["disc"]["betas"] == [0.4, 0.8]
     gan = resolve(parse_set(["model.name=infowgan_gp", "optim.critic.lr=1e-5"]))
     assert gan["optim"]["critic"]["lr"] == 1e-5
+    # a partial section keeps the method's other defaults (InfoWGAN-GP: Adam betas 0.5, 0.9)
+    gan = resolve(parse_set(["model.name=infowgan_gp", "optim.gen.lr=1e-3"]))
+    assert gan["optim"]["gen"] == {**gan["optim"]["critic"], "lr": 1e-3} and gan["optim"]["gen"]["betas"] == [0.5, 0.9]
     # one optimiser layer may serve several methods: a section another method reads is accepted
     assert resolve(parse_set(["optim.gen.lr=0.1"]))["model"]["name"] == "factorvae"
 
@@ -82,3 +85,27 @@ def test_train_flags_dataset_without_config_uses_the_data_sets_defaults():
     assert cfg["model"]["arch"]["fc"] == 256 and cfg["optim"]["disc"]["lr"] == 1e-5
     args = build_parser().parse_args(["train", "--dataset", "shapes3d", "--out", "unused", "--set", "model.arch.fc=128"])
     assert build_config(args)["model"]["arch"]["fc"] == 128
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["model.gama=10"], "unknown factorvae model option(s): gama (did you mean gamma?)"),
+    (["model.gamma=-1"], "model.gamma must be >= 0"),
+    (["model.disc.hiden=3"], "unknown model.disc option(s): hiden (did you mean hidden?)"),
+    (["model.name=infowgan_gp", "model.n_critic=0"], "model.n_critic must be >= 1"),
+    (["model.name=betatcvae", "model.estimator=exact"], "model.estimator must be one of"),
+    (["optim.disc.lr=0"], "optim.disc.lr must be > 0"),
+    (["model.name=infowgan_gp", "optim.gen.betas=[0.5, 1.5]"], "optim.gen.betas must lie in [0, 1)"),
+])
+def test_validation_builds_no_model(monkeypatch, sets, message):
+    """config.resolve checks every model and optimiser value through the methods' option
+    checks, without constructing a network (not even on the meta device)."""
+    from torch import nn
+
+    def no_modules(self, *args, **kwargs):
+        raise AssertionError("config validation built an nn.Module")
+
+    monkeypatch.setattr(nn.Module, "__init__", no_modules)
+    resolve(parse_set([s for s in sets if s.startswith("model.name")]))  # a good config passes
+    with pytest.raises(UserError) as e:
+        resolve(parse_set(sets))
+    assert message in str(e.value)

@@ -222,5 +222,5 @@ def test_invalid_hyperparameters_are_rejected():
         make("betavae", beta="big")
     with pytest.raises(UserError, match="z_dim"):
         make("vae", z_dim=0)
-    with pytest.raises(UserError, match="no option"):
+    with pytest.raises(UserError, match="unknown vae model option"):
         make("vae", gamma=3)

@@ -594,7 +594,7 @@ def test_cli_trains_resumes_traverses_and_evaluates(name, tmp_path, cli):
     ("infowgan_gp", "cat_sizes", 3, "model.cat_sizes must be a list"),
     ("infowgan_gp", "q_variance", "free", "model.q_variance must be 'fixed' or 'learned'"),
     ("infowgan_gp", "critic_leak", 1.5, "model.critic_leak must be in [0, 1)"),
-    ("infowgan_gp", "z_dim", 10, "has no option(s) z_dim"),
+    ("infowgan_gp", "z_dim", 10, "unknown infowgan_gp model option(s): z_dim"),
     ("infowgan_gp", "generator_norm", "layer", "model.generator_norm must be 'batch' or 'none'"),
 ])
 def test_invalid_hyperparameters_are_rejected(name, option, value, message):

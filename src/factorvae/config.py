@@ -6,10 +6,9 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import torch
 import yaml
 
-from factorvae.data import get_dataset_info, image_channels
+from factorvae.data import get_dataset_info
 from factorvae.errors import UserError, check_keys
 from factorvae.loggers import parse_loggers
 from factorvae.methods import METHODS, get_method
@@ -160,24 +159,17 @@ def resolve(*layers: dict) -> dict:
     check_keys("optim section", cfg["optim"], dict.fromkeys([*DEFAULTS["optim"], *method.optim_sections,
                                                              *(s for m in METHODS.values() for s in m.optim_sections)]))
     for name in method.optim_sections:
-        if name not in cfg["optim"] and name in getattr(method, "optim_defaults", {}):
-            cfg["optim"][name] = copy.deepcopy(method.optim_defaults[name])
+        if name in getattr(method, "optim_defaults", {}) and isinstance(cfg["optim"].get(name, {}), dict):
+            # the method's defaults under what the layers give (optim.gen.lr alone keeps its betas)
+            cfg["optim"][name] = deep_update(copy.deepcopy(method.optim_defaults[name]), cfg["optim"].get(name, {}))
         if not isinstance(cfg["optim"].get(name), dict):
             raise UserError(f"model {method.name!r} needs an optim.{name} section (lr, betas, eps)")
     for name, section in cfg["optim"].items():
         if not isinstance(section, dict):
             raise UserError(f"optim.{name} must be a mapping with keys {', '.join(OPTIM_KEYS)}, got {section!r}")
         check_keys(f"optim.{name} option", section, OPTIM_KEYS)
-    check_model(cfg)
+    method.validate(cfg["model"], cfg["optim"])  # builds nothing (Method.check_options)
     return cfg
-
-
-def check_model(cfg: dict) -> None:
-    """Build the model once on the meta device (no memory, no compute), so a bad model or
-    optimiser value is reported before any data is loaded or anything is trained."""
-    channels = image_channels(cfg["data"]["name"], cfg["data"].get("channels"))
-    with torch.device("meta"):
-        get_method(cfg["model"]["name"])(cfg["model"], cfg["optim"], channels, torch.Generator())
 
 
 def dump(cfg: dict) -> str:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from factorvae.errors import UserError
+from factorvae.errors import UserError, check_keys
 from factorvae.nets import ArchSpec, Decoder, Encoder
 
 
@@ -39,7 +39,8 @@ def check_number(section: str, key: str, value, *, minimum: float | None = None,
     return int(value) if integer else float(value)
 
 
-def make_adam(params, cfg: dict, section: str) -> torch.optim.Adam:
+def adam_options(cfg: dict, section: str) -> dict:
+    """Validated Adam keyword arguments (lr, betas, eps) of an ``optim.<section>`` mapping."""
     lr = check_number(section, "lr", cfg.get("lr"), minimum=0, exclusive=True)
     betas = cfg.get("betas", [0.9, 0.999])
     if not isinstance(betas, (list, tuple)) or len(betas) != 2:
@@ -48,7 +49,11 @@ def make_adam(params, cfg: dict, section: str) -> torch.optim.Adam:
     if any(v >= 1 for v in b):
         raise UserError(f"{section}.betas must lie in [0, 1), got {betas!r}")
     eps = check_number(section, "eps", cfg.get("eps", 1e-8), minimum=0, exclusive=True)
-    return torch.optim.Adam(params, lr=lr, betas=tuple(b), eps=eps)
+    return {"lr": lr, "betas": tuple(b), "eps": eps}
+
+
+def make_adam(params, cfg: dict, section: str) -> torch.optim.Adam:
+    return torch.optim.Adam(params, **adam_options(cfg, section))
 
 
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -102,8 +107,7 @@ class Method(nn.Module):
         self.generator = generator
         # a method whose code is not one Gaussian vector (InfoWGAN-GP) leaves z_dim out of its
         # defaults and sets self.z_dim itself
-        self.z_dim = (check_number("model", "z_dim", self.cfg["z_dim"], minimum=1, integer=True)
-                      if "z_dim" in self.cfg else None)
+        self.z_dim = int(self.cfg["z_dim"]) if "z_dim" in self.cfg else None
         self.arch = ArchSpec.from_config(self.cfg.get("arch", {}), in_channels)
 
     # -- config ----------------------------------------------------------------------------
@@ -116,19 +120,33 @@ class Method(nn.Module):
 
     @classmethod
     def resolve(cls, model_cfg: dict) -> dict:
+        """The method's complete, validated model options (``model.*``): its defaults updated
+        with ``model_cfg``. Builds nothing; ``__init__`` calls it and then trusts the values."""
         cfg = cls.all_defaults()
         given = {k: v for k, v in (model_cfg or {}).items() if k != "name"}
-        unknown = set(given) - set(cfg)
-        if unknown:
-            raise UserError(
-                f"model {cls.name!r} has no option(s) {', '.join(sorted(unknown))}; "
-                f"its options are {', '.join(sorted(cfg))}"
-            )
+        check_keys(f"{cls.name} model option", given, cfg)
         cfg.update(given)
         if not isinstance(cfg.get("arch") or {}, dict):
             raise UserError(f"model.arch must be a mapping, got {cfg['arch']!r}")
         # spell the architecture out, so config.yaml records it completely
         cfg["arch"] = {"channels": [32, 32, 64, 64], "fc": 128, "encoder_fc_relu": True, **(cfg.get("arch") or {})}
+        cls.check_options(cfg)
+        return cfg
+
+    @classmethod
+    def check_options(cls, cfg: dict) -> None:
+        """Raise a UserError for a bad model option value; subclasses add their own options."""
+        if "z_dim" in cfg:
+            check_number("model", "z_dim", cfg["z_dim"], minimum=1, integer=True)
+        ArchSpec.from_config(cfg["arch"], in_channels=1)  # a plain dataclass: checks the layer sizes
+
+    @classmethod
+    def validate(cls, model_cfg: dict, optim_cfg: dict) -> dict:
+        """Validate a config's ``model`` and ``optim`` sections without building anything (what
+        ``config.resolve`` calls); returns the resolved model options."""
+        cfg = cls.resolve(model_cfg)
+        for section in cls.optim_sections:
+            adam_options(optim_cfg.get(section) or {}, f"optim.{section}")
         return cfg
 
     # -- the contract ------------------------------------------------------------------------

@@ -29,13 +29,19 @@ class BetaTCVAE(VAE):
     defaults = {"beta": 6.0, "estimator": "mws", "dataset_size": None}
     group_hparams = ("beta",)
 
+    @classmethod
+    def check_options(cls, cfg):
+        super().check_options(cfg)
+        check_number("model", "beta", cfg["beta"], minimum=0)
+        check_estimator(cfg["estimator"])
+        if cfg["dataset_size"] is not None:
+            check_number("model", "dataset_size", cfg["dataset_size"], minimum=2, integer=True)
+
     def __init__(self, model_cfg, optim_cfg, in_channels, generator):
         super().__init__(model_cfg, optim_cfg, in_channels, generator)
-        self.beta = check_number("model", "beta", self.cfg["beta"], minimum=0)
-        self.estimator = check_estimator(self.cfg["estimator"])
-        self.dataset_size = None
-        if self.cfg["dataset_size"] is not None:
-            self.dataset_size = check_number("model", "dataset_size", self.cfg["dataset_size"], minimum=2, integer=True)
+        self.beta = float(self.cfg["beta"])
+        self.estimator = self.cfg["estimator"]
+        self.dataset_size = None if self.cfg["dataset_size"] is None else int(self.cfg["dataset_size"])
         self._configured_size = self.dataset_size is not None
 
     def set_dataset_size(self, n: int) -> None:

@@ -50,10 +50,16 @@ class DIPVAE(VAE):
     group_hparams = ("lambda_od", "lambda_d")
     group_options = ("lambda_od", "lambda_d_factor")  # the model options behind group_hparams
 
+    @classmethod
+    def check_options(cls, cfg):
+        super().check_options(cfg)
+        check_number("model", "lambda_od", cfg["lambda_od"], minimum=0)
+        check_number("model", "lambda_d_factor", cfg["lambda_d_factor"], minimum=0)
+
     def __init__(self, model_cfg, optim_cfg, in_channels, generator):
         super().__init__(model_cfg, optim_cfg, in_channels, generator)
-        self.lambda_od = check_number("model", "lambda_od", self.cfg["lambda_od"], minimum=0)
-        self.lambda_d_factor = check_number("model", "lambda_d_factor", self.cfg["lambda_d_factor"], minimum=0)
+        self.lambda_od = float(self.cfg["lambda_od"])
+        self.lambda_d_factor = float(self.cfg["lambda_d_factor"])
         self.lambda_d = self.lambda_d_factor * self.lambda_od
 
     def code_covariance(self, mean, logvar):

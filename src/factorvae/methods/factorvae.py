@@ -9,27 +9,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from factorvae.errors import UserError
+from factorvae.errors import UserError, check_keys
 from factorvae.methods.base import GaussianVAEBase, check_number, gaussian_sample, make_adam
 from factorvae.nets import Discriminator
 
 DISC_DEFAULTS = {"hidden": 1000, "layers": 6, "leak": 0.2}
 
 
+def disc_options(cfg: dict) -> dict:
+    """The discriminator's ``model.disc`` options, completed and validated (nothing built)."""
+    given = cfg.get("disc") or {}
+    if not isinstance(given, dict):
+        raise UserError(f"model.disc must be a mapping, got {given!r}")
+    check_keys("model.disc option", given, DISC_DEFAULTS)
+    disc = {**DISC_DEFAULTS, **given}
+    return {"hidden": check_number("model.disc", "hidden", disc["hidden"], minimum=1, integer=True),
+            "layers": check_number("model.disc", "layers", disc["layers"], minimum=1, integer=True),
+            "leak": check_number("model.disc", "leak", disc["leak"], minimum=0)}
+
+
 def build_discriminator(cfg: dict, z_dim: int) -> tuple[Discriminator, dict]:
-    """FactorVAE's discriminator from ``model.disc`` options (validated); returns it and the
-    completed options."""
+    """FactorVAE's discriminator from ``model.disc`` options; returns it and the completed options."""
     disc = {**DISC_DEFAULTS, **(cfg.get("disc") or {})}
-    unknown = set(disc) - set(DISC_DEFAULTS)
-    if unknown:
-        raise UserError(f"unknown model.disc option(s): {', '.join(sorted(unknown))}")
-    net = Discriminator(
-        z_dim,
-        hidden=check_number("model.disc", "hidden", disc["hidden"], minimum=1, integer=True),
-        layers=check_number("model.disc", "layers", disc["layers"], minimum=1, integer=True),
-        leak=check_number("model.disc", "leak", disc["leak"], minimum=0),
-    )
-    return net, disc
+    opts = disc_options(cfg)
+    return Discriminator(z_dim, hidden=opts["hidden"], layers=opts["layers"], leak=opts["leak"]), disc
 
 
 def permute_dims(z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -59,9 +62,15 @@ class DiscriminatorVAE(GaussianVAEBase):
 
     optim_sections = ("vae", "disc")
 
+    @classmethod
+    def check_options(cls, cfg):
+        super().check_options(cfg)
+        check_number("model", "gamma", cfg["gamma"], minimum=0)
+        disc_options(cfg)
+
     def __init__(self, model_cfg, optim_cfg, in_channels, generator):
         super().__init__(model_cfg, optim_cfg, in_channels, generator)
-        self.gamma = check_number("model", "gamma", self.cfg["gamma"], minimum=0)
+        self.gamma = float(self.cfg["gamma"])
         self.discriminator, self.cfg["disc"] = build_discriminator(self.cfg, self.z_dim)
         self.disc_optim = make_adam(self.discriminator.parameters(), optim_cfg.get("disc", {}), "optim.disc")
 

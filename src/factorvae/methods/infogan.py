@@ -111,34 +111,44 @@ class InfoWGANGP(Method):
         d.pop("z_dim")  # the code is noise + codes, sized by noise_dim / n_cont / cat_sizes
         return d
 
-    def __init__(self, model_cfg, optim_cfg, in_channels, generator):
-        super().__init__(model_cfg, optim_cfg, in_channels, generator)
-        c = self.cfg
-        self.noise_dim = check_number("model", "noise_dim", c["noise_dim"], minimum=0, integer=True)
-        self.n_cont = check_number("model", "n_cont", c["n_cont"], minimum=0, integer=True)
-        sizes = c["cat_sizes"]
-        if sizes is None:
-            sizes = []
+    @classmethod
+    def check_options(cls, cfg):
+        super().check_options(cfg)
+        check_number("model", "noise_dim", cfg["noise_dim"], minimum=0, integer=True)
+        n_cont = check_number("model", "n_cont", cfg["n_cont"], minimum=0, integer=True)
+        sizes = cfg["cat_sizes"] if cfg["cat_sizes"] is not None else []
         if not isinstance(sizes, (list, tuple)):
             raise UserError(f"model.cat_sizes must be a list of class counts (e.g. [3]), got {sizes!r}")
-        self.cat_sizes = [check_number("model", "cat_sizes", k, minimum=2, integer=True) for k in sizes]
-        c["cat_sizes"] = list(self.cat_sizes)
-        if self.n_cont + len(self.cat_sizes) < 1:
+        for k in sizes:
+            check_number("model", "cat_sizes", k, minimum=2, integer=True)
+        if n_cont + len(sizes) < 1:
             raise UserError("infowgan_gp needs at least one code: model.n_cont >= 1 or a model.cat_sizes entry")
-        self.lambda_info = check_number("model", "lambda_info", c["lambda_info"], minimum=0)
-        self.lambda_gp = check_number("model", "lambda_gp", c["lambda_gp"], minimum=0)
-        self.n_critic = check_number("model", "n_critic", c["n_critic"], minimum=1, integer=True)
+        check_number("model", "lambda_info", cfg["lambda_info"], minimum=0)
+        check_number("model", "lambda_gp", cfg["lambda_gp"], minimum=0)
+        check_number("model", "n_critic", cfg["n_critic"], minimum=1, integer=True)
+        if cfg["q_variance"] not in ("fixed", "learned"):
+            raise UserError(f"model.q_variance must be 'fixed' or 'learned', got {cfg['q_variance']!r}")
+        if cfg["generator_norm"] not in ("batch", "none"):
+            raise UserError(f"model.generator_norm must be 'batch' or 'none', got {cfg['generator_norm']!r}")
+        leak = check_number("model", "critic_leak", cfg["critic_leak"], minimum=0)
+        if leak >= 1:
+            raise UserError(f"model.critic_leak must be in [0, 1), got {leak!r}")
+
+    def __init__(self, model_cfg, optim_cfg, in_channels, generator):
+        super().__init__(model_cfg, optim_cfg, in_channels, generator)
+        c = self.cfg  # validated by resolve (check_options)
+        self.noise_dim = int(c["noise_dim"])
+        self.n_cont = int(c["n_cont"])
+        self.cat_sizes = [int(k) for k in (c["cat_sizes"] or [])]
+        c["cat_sizes"] = list(self.cat_sizes)
+        self.lambda_info = float(c["lambda_info"])
+        self.lambda_gp = float(c["lambda_gp"])
+        self.n_critic = int(c["n_critic"])
         # WGAN-GP draws a fresh real batch for every critic update: B, then n_critic - 1 more in B'
         self.needs_second_batch = self.n_critic > 1
         self.second_batches = max(1, self.n_critic - 1)
-        if c["q_variance"] not in ("fixed", "learned"):
-            raise UserError(f"model.q_variance must be 'fixed' or 'learned', got {c['q_variance']!r}")
         self.learned_variance = c["q_variance"] == "learned"
-        if c["generator_norm"] not in ("batch", "none"):
-            raise UserError(f"model.generator_norm must be 'batch' or 'none', got {c['generator_norm']!r}")
-        leak = check_number("model", "critic_leak", c["critic_leak"], minimum=0)
-        if leak >= 1:
-            raise UserError(f"model.critic_leak must be in [0, 1), got {leak!r}")
+        leak = float(c["critic_leak"])
 
         #: one representation dimension per code
         self.z_dim = self.n_cont + len(self.cat_sizes)

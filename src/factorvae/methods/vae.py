@@ -43,9 +43,14 @@ class BetaVAE(VAE):
     defaults = {"beta": 4.0}
     group_hparams = ("beta",)
 
+    @classmethod
+    def check_options(cls, cfg):
+        super().check_options(cfg)
+        check_number("model", "beta", cfg["beta"], minimum=0)
+
     def __init__(self, model_cfg, optim_cfg, in_channels, generator):
         super().__init__(model_cfg, optim_cfg, in_channels, generator)
-        self.beta = check_number("model", "beta", self.cfg["beta"], minimum=0)
+        self.beta = float(self.cfg["beta"])
 
     def regularizer(self, kl_per_dim, mean, logvar, z, hp):
         return hp["beta"] * kl_per_dim.sum(), {}

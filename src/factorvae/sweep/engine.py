@@ -196,7 +196,11 @@ def _worker_main(conn, parent: int) -> None:
                 return
             if job is None:
                 return
-            conn.send(run_trial(*job))
+            result = run_trial(*job)
+            try:
+                conn.send(result)
+            except OSError:  # the driver is gone
+                return
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the driver reports it
         return
 

@@ -381,6 +381,7 @@ def test_an_unreachable_ray_address_fails_at_once_naming_it(tmp_path, cli):
     code, _, err = cli("sweep", path, "--out", tmp_path / "out", "--ray", "127.0.0.1:1", "--no-progress")
     assert code == 2 and "127.0.0.1:1" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out" / "trials").exists() or not any((tmp_path / "out" / "trials").iterdir())
 
 
 def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path, cli):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -79,6 +80,8 @@ def run_sweep(spec, out: str | Path, workers: int = 1, ray_address: str | None =
         raise UserError(f"--out {out} exists and is not a directory")
     if workers < 0:
         raise UserError(f"--workers must be >= 0, got {workers}")
+    if ray_address and ray_address not in ("local", "auto") and "ray" not in sys.modules:
+        _check_reachable(ray_address)  # before anything is written
     (out / "trials").mkdir(parents=True, exist_ok=True)
     with _SweepLock(out):
         return _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per_trial, progress, only,
@@ -320,11 +323,13 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def _run_ray(todo: list[Trial], out: Path, address: str, cpus: float | None, gpus: float, report) -> None:
     """One Ray task per trial. ``out`` must be on storage every node sees (a shared file system).
     ``local`` starts an instance on 127.0.0.1 only, without dashboard or usage statistics."""
+    if importlib.util.find_spec("ray") is None:
+        raise UserError("--ray needs Ray: pip install 'factorvae[ray]'")
+    if address not in ("local", "auto") and "ray" not in sys.modules:  # before Ray's slow import
+        _check_reachable(address)
     with _local_ray_env() if address == "local" else contextlib.nullcontext():
-        try:
-            import ray  # optional (pip install 'factorvae[ray]'), and slow to import
-        except ImportError:
-            raise UserError("--ray needs Ray: pip install 'factorvae[ray]'") from None
+        import ray  # optional (pip install 'factorvae[ray]'), and slow to import
+
         started = False
         if not ray.is_initialized():
             if address not in ("local", "auto"):

@@ -2,7 +2,7 @@
 
 Index order is the official one for dSprites and 3D Shapes: row-major over factors, last factor
 fastest, so ``index = sum_k class_k * stride_k`` and official files drop in unchanged
-(paper_spec §5.1, §5.2).
+(the official dSprites and 3D Shapes files).
 """
 
 from __future__ import annotations

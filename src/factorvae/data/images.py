@@ -1,5 +1,5 @@
 """Folders of images without ground-truth factors: CelebA, 3D Chairs, 3D Faces (paper §5,
-paper_spec §5.3) or a user's own, read from ``--data-path DIR``.
+paper §5) or a user's own, read from ``--data-path DIR``.
 
 - Every file under DIR (recursively, symlinked folders not followed) whose extension is a
   raster image format is read with Pillow, in sorted path order (deterministic). Other files

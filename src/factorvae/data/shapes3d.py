@@ -1,4 +1,4 @@
-"""3D Shapes (Burgess & Kim 2018; paper §5, Fig. 10; paper_spec §5.2): a procedural renderer of
+"""3D Shapes (Burgess & Kim 2018; paper §5, Fig. 10): a procedural renderer of
 the full official grid and a loader for the official ``3dshapes.h5``.
 
 The grid is the official one, in the official index order (orientation fastest)::

@@ -1,5 +1,5 @@
 """Colour-dSprites and noisy-dSprites (disentanglement_lib's ``color_dsprites`` and
-``noisy_dsprites``, used by Locatello et al. 2019; paper_spec §6.7).
+``noisy_dsprites``, used by Locatello et al. 2019).
 
 disentanglement_lib draws the nuisance afresh for every observation:
 

@@ -1,5 +1,5 @@
-"""Adversarial autoencoder, the variant of the paper's related-work appendix (paper_spec §4, §7;
-Makhzani et al. 2016): keep the reconstruction term and replace the ELBO's per-point
+"""Adversarial autoencoder, the variant of the paper's related-work appendix (Makhzani et al.
+2016): keep the reconstruction term and replace the ELBO's per-point
 KL(q(z|x) || p(z)) by the KL of the aggregate posterior to the prior, estimated by a
 discriminator (the density-ratio trick of FactorVAE, with prior samples in place of permuted
 codes):

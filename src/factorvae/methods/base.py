@@ -69,7 +69,7 @@ def gaussian_sample(mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor)
 
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log p(x|z) for a Bernoulli decoder: cross-entropy summed over pixels and channels,
-    mean over the batch (paper_spec §2, §9.4). Pixels in [0, 1] are the Bernoulli targets."""
+    mean over the batch (paper §2 and Appendix A). Pixels in [0, 1] are the Bernoulli targets."""
     return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
 
 
@@ -193,7 +193,7 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def representation(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes for metrics: the encoder mean (paper_spec §9.1)."""
+        """Codes for metrics: the encoder mean (paper §4: the mean of q(z|x))."""
         return self.encode(x)[0]
 
     def latent_traversal_base(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""β-TCVAE (Chen et al. 2018; paper_spec §7.1): the ELBO with the total-correlation part of its
+"""β-TCVAE (Chen et al. 2018, Eq. 4): the ELBO with the total-correlation part of its
 KL term weighted by β.
 
 The KL term of the ELBO decomposes (Chen et al. eq. 2) as
@@ -24,7 +24,7 @@ from factorvae.methods.vae import VAE
 
 class BetaTCVAE(VAE):
     name = "betatcvae"
-    # β = 6: a middle value of disentanglement_lib's study grid {1, 2, 4, 6, 8, 10} (spec §6.7).
+    # β = 6: a middle value of disentanglement_lib's study grid {1, 2, 4, 6, 8, 10} (Locatello et al. 2019).
     # dataset_size: N in the estimators; null = the training set's size (set by the trainer).
     defaults = {"beta": 6.0, "estimator": "mws", "dataset_size": None}
     group_hparams = ("beta",)

@@ -1,4 +1,4 @@
-"""DIP-VAE-I and DIP-VAE-II (Kumar et al. 2018; paper_spec §7.2): the ELBO plus a penalty that
+"""DIP-VAE-I and DIP-VAE-II (Kumar et al. 2018, Eqs. 6-7): the ELBO plus a penalty that
 pushes a covariance of the codes towards the identity,
 
     loss = E_q[−log p(x|z)] + KL(q(z|x) || p(z))
@@ -10,7 +10,7 @@ with, over the batch (population moments, divide by M as disentanglement_lib):
 - DIP-VAE-II: C = Cov_q(z)[z] = E_batch[diag σ²(x)] + Cov_batch[μ(x)]      (Kumar et al. eq. 7,
   the covariance of the aggregate posterior by the law of total covariance).
 
-Defaults (spec §6.7): lambda_d_factor 10 (type I) and 1 (type II) as disentanglement_lib's
+Defaults (Locatello et al. 2019): lambda_d_factor 10 (type I) and 1 (type II) as disentanglement_lib's
 study; λ_od = 10 is one value of its grid {1, 2, 5, 10, 20, 50}.
 """
 

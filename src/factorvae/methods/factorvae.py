@@ -52,7 +52,7 @@ def permute_dims_by_keys(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 def total_correlation_logits(logits: torch.Tensor) -> torch.Tensor:
     """Density-ratio estimate of TC per sample: log D(z) / (1 - D(z)) = logit_joint - logit_perm
-    for a 2-way softmax D (paper §3; spec §1.1)."""
+    for a 2-way softmax D (paper §3, the density-ratio trick)."""
     return logits[:, 0] - logits[:, 1]
 
 

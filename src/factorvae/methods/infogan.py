@@ -1,4 +1,4 @@
-"""InfoWGAN-GP (paper §4/§6 and Appendix G-H; paper_spec §4, §11): InfoGAN (Chen et al. 2016)
+"""InfoWGAN-GP (paper §4/§6 and Appendix G-H): InfoGAN (Chen et al. 2016)
 with the Wasserstein loss and gradient penalty of WGAN-GP (Gulrajani et al. 2017).
 
 Generator input: noise ε ~ N(0, I) (``noise_dim``), continuous codes c ~ U(−1, 1)^``n_cont`` and
@@ -23,7 +23,7 @@ One trainer step = ``n_critic`` critic updates, then one generator update. Each 
 uses its own fresh real batch (WGAN-GP, Gulrajani et al. 2017, Algorithm 1: B, then the
 n_critic − 1 batches the trainer stacks into its second batch) and fresh generator samples.
 
-Defaults (the paper gives only the grid, spec §11): 4 continuous codes + 1 categorical code with
+Defaults (the paper gives only the grid): 4 continuous codes + 1 categorical code with
 3 classes (one per dSprites factor), noise_dim 10 and λ = 1 (grids {5, ..., 160} and
 {0, 0.1, ..., 1}); λ_gp = 10, n_critic = 5, Adam lr 1e-4 betas (0.5, 0.9) for both networks
 (Gulrajani et al.; grid: generator lr {1e-3, 1e-4}, critic lr {1e-4, 1e-5}); LeakyReLU(0.2) in

@@ -1,4 +1,4 @@
-"""Disentanglement metrics on a Codes cache (paper §4; paper_spec §3, §6).
+"""Disentanglement metrics on a Codes cache (Kim & Mnih 2018, §4 and Appendix B; the others as in disentanglement_lib, Locatello et al. 2019).
 
 Every metric is a pure function ``metric(codes, rng, **params) -> dict`` with parameters
 named as in disentanglement_lib; :mod:`factorvae.metrics.suite` runs sets of them with

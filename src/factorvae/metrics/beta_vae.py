@@ -1,5 +1,5 @@
-"""The Higgins et al. (β-VAE) metric, disentanglement_lib's ``beta_vae_sklearn`` (paper §4 and
-§3.2 of paper_spec; §6.2).
+"""The Higgins et al. (β-VAE) metric, disentanglement_lib's ``beta_vae_sklearn`` (Higgins et al.
+2017; compared in Kim & Mnih 2018, §4).
 
 One training point: choose a factor k uniformly; draw L = ``batch_size`` pairs of grid points
 that agree on factor k and are independent otherwise; the feature is the mean over the pairs

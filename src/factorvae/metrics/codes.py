@@ -1,4 +1,4 @@
-"""The Codes cache: every metric reads representations through it (DESIGN.md, "encode once").
+"""The Codes cache: every metric reads representations through it (each image is encoded at most once per evaluation).
 
 A representation of a ground-truth data set is a function of the grid point: one code vector
 per flat grid index (the official index order, ``FactorGrid.index``). Metrics ask for the
@@ -16,7 +16,7 @@ codes of factor classes with :meth:`Codes.get`; they never call the model.
   ``cache=False`` reproduces that for the benchmark.
 
 Factors with a single class (dSprites' colour) carry no information and are dropped: the
-metrics score the remaining factors (paper_spec §5.1, §9.6; disentanglement_lib's
+metrics score the remaining factors (as disentanglement_lib's
 ``dsprites_full`` uses the 5 factors shape, scale, orientation, posX, posY). Dropping a
 one-class factor leaves every flat index unchanged, so the images are still addressed by
 the data set's own index.

@@ -1,5 +1,5 @@
 """DCI: disentanglement, completeness, informativeness (Eastwood & Williams 2018), as
-disentanglement_lib computes it (paper_spec §6.4).
+disentanglement_lib computes it (Eastwood & Williams 2018; disentanglement_lib's dci.py).
 
 For each factor k a gradient-boosted tree classifier (scikit-learn's
 ``GradientBoostingClassifier()`` defaults: 100 depth-3 trees, learning rate 0.1) predicts

@@ -1,5 +1,5 @@
-"""The FactorVAE disentanglement metric (Kim & Mnih 2018, §4 and Appendix B; paper_spec §3.1,
-§6.1).
+"""The FactorVAE disentanglement metric (Kim & Mnih 2018, §4 and Appendix B;
+disentanglement_lib's ``factor_vae_score``).
 
 One vote: choose a factor k uniformly; draw L = ``batch_size`` grid points with factor k
 fixed at one random class and the others uniform; normalise each code dimension by its

@@ -1,6 +1,6 @@
 """Gradient-boosted trees for DCI: an exact, vectorised re-implementation of
 ``sklearn.ensemble.GradientBoostingClassifier()`` with its default settings, the model
-disentanglement_lib's DCI fits once per factor (paper_spec §6.4).
+disentanglement_lib's DCI fits once per factor (Eastwood & Williams 2018; disentanglement_lib's dci.py).
 
 Why: scikit-learn grows each depth-3 regression tree by re-sorting the samples of every
 node for every feature, one tree at a time (K trees per boosting stage for K classes).

@@ -1,5 +1,5 @@
 """Mutual Information Gap (Chen et al. 2018), disentanglement_lib's discrete estimator
-(paper_spec §6.3).
+(Chen et al. 2018, §4.1; disentanglement_lib's mig.py).
 
 Draw ``num_train`` grid points; discretise each code dimension into ``num_bins`` equal-width
 bins over its observed range (``np.histogram`` edges, ``np.digitize`` against the left
@@ -7,7 +7,7 @@ edges); I[j, k] = discrete mutual information (nats) between code j and factor k
 H_k = entropy of factor k in the sample. MIG = mean_k (largest I[:, k] - second largest) / H_k.
 
 (Chen et al.'s own MIG uses sampled z and a mixture estimate of q(z_j); that is a different
-estimator: see paper_spec §6.3.)
+estimator: see disentanglement_lib's mig.py.)
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Modularity (Ridgeway & Mozer 2018) and explicitness, as disentanglement_lib computes them
-(paper_spec §6.6).
+(Ridgeway & Mozer 2018; disentanglement_lib's modularity_explicitness.py).
 
 Modularity: m[j, k] = discrete mutual information between code j (20-bin histogram) and
 factor k; per code θ_j = max_k m², δ_j = (Σ_k m² - θ_j) / (θ_j (K-1)), modularity_j = 1 - δ_j,

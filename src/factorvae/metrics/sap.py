@@ -1,4 +1,4 @@
-"""SAP score (Kumar et al. 2018), as disentanglement_lib computes it (paper_spec §6.5).
+"""SAP score (Kumar et al. 2018), as disentanglement_lib computes it (sap_score.py of Locatello et al. 2019).
 
 Score matrix S[j, k]: with discrete factors (the study's setting) the test accuracy of a
 linear SVM (``LinearSVC(C=0.01, class_weight="balanced")``) that predicts factor k from code

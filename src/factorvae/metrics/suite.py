@@ -2,9 +2,9 @@
 
 Presets (docs/metrics.md explains each number):
 - ``dlib`` (default): disentanglement_lib's unsupervised-study settings for every metric
-  (paper_spec §6). Scores are comparable with that study and with the parity references.
+  (Locatello et al. 2019). Scores are comparable with that study and with the parity references.
 - ``paper``: the FactorVAE paper's settings as far as they are known (§4, Appendix B;
-  paper_spec §3.1: L = 100, 800 training and 800 evaluation votes); the open points
+  Kim & Mnih 2018, Appendix B: L = 100, 800 training and 800 evaluation votes); the open points
   (pruning rule, std estimation set, Higgins classifier) are documented; the other metrics
   keep the dlib settings.
 - ``fast``: fewer points for quick looks during training (``train --eval-every``).
@@ -80,7 +80,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "dlib": _DLIB,
     "paper": {
         **copy.deepcopy(_DLIB),
-        # L = 100, 800 + 800 votes: the best-supported reading of Appendix B (paper_spec §3.1);
+        # L = 100, 800 + 800 votes: the best-supported reading of Appendix B;
         # std over a 10,000-point random subset ("or a large enough random subset");
         # collapsed dims: std of the means < 0.05 (the paper prunes by a rule not confirmed).
         "factor_vae": {"batch_size": 100, "num_train": 800, "num_eval": 800, "num_variance_estimate": 10000,

@@ -40,7 +40,7 @@ RECON_OUTLIER = 1.5
 NOT_HYPERPARAMETERS = {"train.seed", "train.device", "train.threads", "train.loggers", "data.cache_dir",
                        "data.path", "train.log_every", "train.ckpt_every", "train.image_every"}
 BETA_FAMILY = ("betavae", "vae")
-PAPER_NOTE = ("Paper (2D Shapes, 3e5 steps, 10 seeds; spec §4): FactorVAE γ=40 → metric ≈ 0.82, β-VAE β=4 → ≈ 0.73, "
+PAPER_NOTE = ("Paper (2D Shapes, 3e5 steps, 10 seeds; Kim & Mnih 2018, §6): FactorVAE γ=40 → metric ≈ 0.82, β-VAE β=4 → ≈ 0.73, "
               "reconstruction error ≈ 45; FactorVAE/Higgins metric correlation: Pearson 0.404, Kendall 0.310, "
               "Spearman 0.444. 3D Shapes (1e6 steps): recon 3515 at γ=36 vs 3570 at β=24 with similar metric.")
 GREEK = {"gamma": "γ", "beta": "β", "lambda": "λ"}

@@ -41,17 +41,12 @@ def register(sub) -> None:
 ESTIMATE_STEPS, ESTIMATE_MIN_REMAINING = 5, 500
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def pick_threads(cores: int | None = None, load: float | None = None) -> int:
     """Torch threads for a CPU run: the cores left idle by the 1-minute load average (rounded),
     at least 1. Measured on a 2-core machine with other jobs on it: 1 thread several times
     faster than 2 (benchmarks/threads.py); 2 pay only when both cores are free."""
+    from factorvae.sweep.engine import usable_cores
+
     cores = usable_cores() if cores is None else cores
     load = os.getloadavg()[0] if load is None else load
     return max(1, min(cores, int(cores - load + 0.5)))

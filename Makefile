@@ -27,10 +27,11 @@ DEMO_ARGS = $(if $(DEMO_THREADS),--threads $(DEMO_THREADS))
 demo: setup
 	@echo "demo: FactorVAE (gamma = 40, the paper's networks) on procedural dSprites, $(DEMO_STEPS) steps -> $(DEMO_DIR)"
 	@echo "  checkpoint every 250 steps: interrupt at any time, run 'make demo' again to continue."
-	@echo "  what to expect: recon (nats per image) ~2,000 at step 100, ~540 at 500, ~155 at 2,500 (measured,"
-	@echo "  README), lower by 4,000; a few latents with KL > 0.1 (active dims); in the traversal"
-	@echo "  (runs/demo/images/traversal_ref0.png, one row per latent) the active rows move the sprite's"
-	@echo "  position and size; shape and rotation need far longer training (the paper: 300,000 steps)."
+	@echo "  what to expect (measured, README): recon (nats per image) ~2,000 at step 100, a plateau near 510"
+	@echo "  from step 500 to past 1,000 (the model draws a blurry blob of the right size: one active latent),"
+	@echo "  then a drop (155 +- 13 at 2,500 steps in docs/reproduce.md) as latents for x and y position take"
+	@echo "  over rows of the traversal (runs/demo/images/traversal_ref0.png, one row per latent); shape and"
+	@echo "  rotation need far longer training (the paper: 300,000 steps)."
 	@if [ -f $(DEMO_CKPT) ]; then \
 	  $(BIN)/factorvae train --out $(DEMO_DIR) --resume --steps $(DEMO_STEPS) $(DEMO_ARGS); \
 	else \

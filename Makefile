@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine:
-#   make demo   set up, then train a FactorVAE on procedural dSprites (~11 min on 2 idle CPU cores; README)
+#   make demo   set up, then train a FactorVAE on procedural dSprites (11 min to 2 h on 2 CPU cores; README)
 #   make test   set up, then run the test suite
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -27,11 +27,11 @@ DEMO_ARGS = $(if $(DEMO_THREADS),--threads $(DEMO_THREADS))
 demo: setup
 	@echo "demo: FactorVAE (gamma = 40, the paper's networks) on procedural dSprites, $(DEMO_STEPS) steps -> $(DEMO_DIR)"
 	@echo "  checkpoint every 250 steps: interrupt at any time, run 'make demo' again to continue."
-	@echo "  what to expect (measured, README): recon (nats per image) ~2,000 at step 100, a plateau near 510"
-	@echo "  from step 500 to past 1,000 (the model draws a blurry blob of the right size: one active latent),"
-	@echo "  then a drop (155 +- 13 at 2,500 steps in docs/reproduce.md) as latents for x and y position take"
-	@echo "  over rows of the traversal (runs/demo/images/traversal_ref0.png, one row per latent); shape and"
-	@echo "  rotation need far longer training (the paper: 300,000 steps)."
+	@echo "  what to expect (a measured run, README): recon (nats per image) ~1,950 at step 100, a plateau"
+	@echo "  near 510 from step 500 to ~1,300 (a blurry blob, one latent active), then ~175 at 2,500 and ~160"
+	@echo "  at 4,000; all 10 latents with KL > 0.1; in runs/demo/images/traversal_ref0.png (one row per"
+	@echo "  latent) rows change size, elongation and shape, several factors per row, position hardly:"
+	@echo "  not disentangled yet (the paper trains 300,000 steps)."
 	@if [ -f $(DEMO_CKPT) ]; then \
 	  $(BIN)/factorvae train --out $(DEMO_DIR) --resume --steps $(DEMO_STEPS) $(DEMO_ARGS); \
 	else \

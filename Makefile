@@ -28,7 +28,7 @@ demo: setup
 	@echo "demo: FactorVAE (gamma = 40, the paper's networks) on procedural dSprites, $(DEMO_STEPS) steps -> $(DEMO_DIR)"
 	@echo "  checkpoint every 250 steps: interrupt at any time, run 'make demo' again to continue."
 	@echo "  what to expect (a measured run, README): recon (nats per image) ~1,950 at step 100, a plateau"
-	@echo "  near 510 from step 500 to ~1,300 (a blurry blob, one latent active), then ~175 at 2,500 and ~160"
+	@echo "  near 510 from step 500 to ~1,300 (a blurry blob, one latent with most of the KL), then ~175 at 2,500 and ~160"
 	@echo "  at 4,000; all 10 latents with KL > 0.1; in runs/demo/images/traversal_ref0.png (one row per"
 	@echo "  latent) rows change size, elongation and shape, several factors per row, position hardly:"
 	@echo "  not disentangled yet (the paper trains 300,000 steps)."

@@ -30,6 +30,7 @@ processes on the machine slow everything down.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import resource
@@ -105,7 +106,7 @@ def time_compute(cfgs: dict, dataset, device, repeats: int, window: int = 10) ->
 
 def time_loop(cfg, dataset, steps: int, log_every: int, device) -> tuple[float, float]:
     """(loop seconds/step, seconds/step inside train_step) over ``steps`` trainer steps."""
-    import factorvae.train as train_mod
+    train_mod = importlib.import_module("factorvae.train")  # `factorvae.train` is the function
 
     starts: list[float] = []
     inside: list[float] = []

@@ -7,8 +7,9 @@ model repository, and loading them back without unpickling.
                             metrics), data, method, hyper-parameters, scores, a traversal
     DIR/traversal.png       copied from the run's images, when it has one
 
-``load_exported(DIR)`` rebuilds the model in eval mode from these files; ``is_export(DIR)``
-tells such a directory apart from a run directory.
+``load_exported(DIR)`` (or ``load_run(DIR)``) rebuilds the model in eval mode from these files;
+``is_export(DIR)`` tells such a directory apart from a run directory. Both live in
+``factorvae.runs`` (``load_run`` dispatches to them) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -17,20 +18,16 @@ import json
 from pathlib import Path
 
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from factorvae.config import resolve
 from factorvae.errors import UserError
-from factorvae.runs import Run, atomic_write_bytes, atomic_write_json, build_model, load_run, pick_device
+from factorvae.io import atomic_write, atomic_write_json
+# the reading side (load_exported, is_export) lives in factorvae.runs: load_run dispatches to it
+from factorvae.runs import EXPORT_CONFIG as CONFIG, EXPORT_WEIGHTS as WEIGHTS
+from factorvae.runs import is_export, kept_prefixes, load_exported, load_run
 
 FORMAT = 1
-WEIGHTS, CONFIG, CARD, TRAVERSAL = "model.safetensors", "config.json", "README.md", "traversal.png"
-#: the networks an export keeps, per method (state-dict prefixes): the encoder and decoder; for
-#: InfoWGAN-GP the generator and the critic, whose Q head is its encoder
-KEEP = {"infowgan_gp": ("generator_net.", "critic.")}
-DEFAULT_KEEP = ("encoder.", "decoder.")
+CARD, TRAVERSAL = "README.md", "traversal.png"
 #: the method's paper, for the model card
 PAPERS = {
     "vae": "Kingma & Welling, *Auto-Encoding Variational Bayes*, ICLR 2014",
@@ -42,18 +39,6 @@ PAPERS = {
     "aae": "Makhzani et al., *Adversarial Autoencoders*, ICLR 2016 workshop",
     "infowgan_gp": "Chen et al., *InfoGAN*, NeurIPS 2016, with the WGAN-GP loss of Gulrajani et al., NeurIPS 2017",
 }
-
-
-def kept_prefixes(model_name: str) -> tuple[str, ...]:
-    return KEEP.get(model_name, DEFAULT_KEEP)
-
-
-def is_export(path: str | Path) -> bool:
-    """Whether ``path`` holds an export (its config.json carries the "export" record)."""
-    try:
-        return "export" in json.loads((Path(path) / CONFIG).read_text())
-    except (OSError, ValueError, TypeError):
-        return False
 
 
 def export_run(run_dir: str | Path, out: str | Path) -> dict[str, str]:
@@ -75,58 +60,15 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, str]:
     try:
         out.mkdir(parents=True, exist_ok=True)
         if traversal.is_file():
-            atomic_write_bytes(out / TRAVERSAL, lambda f: f.write(traversal.read_bytes()))
+            atomic_write(out / TRAVERSAL, lambda f: f.write(traversal.read_bytes()))
             written["traversal"] = str(out / TRAVERSAL)
-        atomic_write_bytes(out / CARD, lambda f: f.write(model_card(config, scores, traversal.is_file()).encode()))
+        atomic_write(out / CARD, lambda f: f.write(model_card(config, scores, traversal.is_file()).encode()))
         atomic_write_json(out / CONFIG, config)
-        atomic_write_bytes(out / WEIGHTS, lambda f: f.write(st_save(state, metadata=meta)))
+        atomic_write(out / WEIGHTS, lambda f: f.write(st_save(state, metadata=meta)))
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     written.update({"card": str(out / CARD), "config": str(out / CONFIG), "weights": str(out / WEIGHTS)})
     return written
-
-
-def load_exported(path: str | Path, device: str = "cpu", load_data: bool = True, progress: bool = False) -> Run:
-    """The model of an export folder (eval mode; networks not exported keep their initial
-    values), with its config and, if ``load_data``, its data set: what ``load_run`` returns
-    for a run directory. Reads JSON and safetensors only: nothing is unpickled."""
-    path = Path(path)
-    raw = _read_json(path / CONFIG)
-    if raw is None or "export" not in raw:
-        raise UserError(f"{path} is not an export folder ({CONFIG} with an 'export' record missing)")
-    info = raw.pop("export")
-    cfg = resolve(raw)
-    try:
-        blob = (path / WEIGHTS).read_bytes()
-        state = st_load(blob)
-    except FileNotFoundError:
-        raise UserError(f"{path}: {WEIGHTS} missing") from None
-    except (OSError, SafetensorError) as e:
-        raise UserError(f"{path / WEIGHTS}: unreadable ({type(e).__name__}); it may be truncated") from None
-    dataset = None
-    if load_data:
-        from factorvae.data import load_dataset
-
-        d = cfg["data"]
-        dataset = load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress, channels=d.get("channels"))
-        channels = dataset.channels
-    else:
-        from factorvae.data import get_dataset_info
-
-        channels = cfg["data"].get("channels")
-        channels = channels if channels in (1, 3) else get_dataset_info(cfg["data"]["name"]).channels
-    model, _ = build_model(cfg, channels, pick_device(device))
-    wanted = {k for k in model.state_dict() if k.startswith(kept_prefixes(model.name))}
-    if set(state) != wanted:
-        extra, missing = sorted(set(state) - wanted), sorted(wanted - set(state))
-        raise UserError(f"{path / WEIGHTS} does not fit model {model.name}: "
-                        f"{len(missing)} missing (e.g. {missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]})")
-    try:
-        model.load_state_dict(state, strict=False)
-    except RuntimeError as e:
-        raise UserError(f"{path / WEIGHTS} does not fit model {model.name}: {str(e)[:200]}") from None
-    model.eval()
-    return Run(path, cfg, model, dataset, int(info.get("step", 0)))
 
 
 def model_card(config: dict, scores: dict | None, has_traversal: bool) -> str:

@@ -20,7 +20,10 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
 
+from factorvae import pretrained
 from factorvae.config import dump, resolve
 from factorvae.data import image_channels, load_dataset
 from factorvae.errors import UserError
@@ -171,13 +174,20 @@ class RunDir:
             raise UserError(f"checkpoint does not fit this model ({type(e).__name__}: {str(e)[:200]})") from None
 
 
-@dataclass
+@dataclass(repr=False)
 class Run:
+    """A trained model (eval mode) with its config, data set (None if not loaded), the step
+    it was saved at and where it came from (run directory, export or pretrained folder)."""
+
     dir: Path
     config: dict
     model: torch.nn.Module
     dataset: object
     step: int
+
+    def __repr__(self) -> str:
+        data = self.config.get("data", {}).get("name", "?") if self.dataset is None else repr(self.dataset)
+        return f"Run({self.config['model']['name']}, step {self.step:,}, data {data}, dir '{self.dir}')"
 
 
 def build_model(cfg: dict, in_channels: int, device: torch.device, seed: int | None = None):
@@ -191,7 +201,12 @@ def build_model(cfg: dict, in_channels: int, device: torch.device, seed: int | N
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", load_data: bool = True, progress: bool = False) -> Run:
-    """A trained run: model from the last checkpoint (eval mode), its data set and config."""
+    """A trained model (eval mode), its data set and config, from a run directory (its last
+    checkpoint), an export folder (``factorvae export``) or the name of a pretrained model
+    (``factorvae pretrained``; its weights' checksum is checked first)."""
+    run_dir = pretrained.locate(run_dir)  # a pretrained name -> its verified export folder
+    if is_export(run_dir):
+        return load_exported(run_dir, device, load_data, progress)
     rd = RunDir(run_dir)
     cfg = rd.read_config()
     dev = pick_device(device)
@@ -208,6 +223,60 @@ def load_run(run_dir: str | Path, device: str = "cpu", load_data: bool = True, p
     step = RunDir.restore(model, state, {})
     model.eval()
     return Run(rd.path, cfg, model, dataset, step)
+
+
+# -- exports (factorvae.export writes them): the reading side, here so load_run can dispatch --
+EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
+#: the networks an export keeps, per method (state-dict prefixes): the encoder and decoder; for
+#: InfoWGAN-GP the generator and the critic, whose Q head is its encoder
+EXPORT_KEEP = {"infowgan_gp": ("generator_net.", "critic.")}
+
+
+def kept_prefixes(model_name: str) -> tuple[str, ...]:
+    return EXPORT_KEEP.get(model_name, ("encoder.", "decoder."))
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` holds an export (its config.json carries the "export" record)."""
+    try:
+        return "export" in json.loads((Path(path) / EXPORT_CONFIG).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def load_exported(path: str | Path, device: str = "cpu", load_data: bool = True, progress: bool = False) -> Run:
+    """The model of an export folder (eval mode; networks not exported keep their initial
+    values), with its config and, if ``load_data``, its data set: what ``load_run`` returns
+    for a run directory. Reads JSON and safetensors only: nothing is unpickled."""
+    path = Path(path)
+    try:
+        raw = json.loads((path / EXPORT_CONFIG).read_text())
+    except (OSError, ValueError):
+        raw = None
+    if not isinstance(raw, dict) or "export" not in raw:
+        raise UserError(f"{path} is not an export folder ({EXPORT_CONFIG} with an 'export' record missing)")
+    info = raw.pop("export")
+    cfg = resolve(raw)
+    try:
+        state = st_load((path / EXPORT_WEIGHTS).read_bytes())
+    except FileNotFoundError:
+        raise UserError(f"{path}: {EXPORT_WEIGHTS} missing") from None
+    except (OSError, SafetensorError) as e:
+        raise UserError(f"{path / EXPORT_WEIGHTS}: unreadable ({type(e).__name__}); it may be truncated") from None
+    dataset = open_dataset(cfg, progress) if load_data else None
+    channels = dataset.channels if load_data else image_channels(cfg["data"]["name"], cfg["data"].get("channels"))
+    model, _ = build_model(cfg, channels, pick_device(device))
+    wanted = {k for k in model.state_dict() if k.startswith(kept_prefixes(model.name))}
+    if set(state) != wanted:
+        extra, missing = sorted(set(state) - wanted), sorted(wanted - set(state))
+        raise UserError(f"{path / EXPORT_WEIGHTS} does not fit model {model.name}: "
+                        f"{len(missing)} missing (e.g. {missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]})")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise UserError(f"{path / EXPORT_WEIGHTS} does not fit model {model.name}: {str(e)[:200]}") from None
+    model.eval()
+    return Run(path, cfg, model, dataset, int(info.get("step", 0)))
 
 
 def _mapping(obj) -> dict | None:

@@ -18,7 +18,11 @@ from factorvae.runs import RunDir, build_model, open_dataset, pick_device
 from factorvae.viz.traversals import kl_per_dim, write_run_images
 
 
-def active_dims(kl: np.ndarray | None, threshold: float = 0.1) -> list[int]:
+#: nats of mean KL above which a latent counts as active (summary.json's active_dims_kl)
+KL_THRESHOLD = 0.1
+
+
+def active_dims(kl: np.ndarray | None, threshold: float = KL_THRESHOLD) -> list[int]:
     """Latent dimensions whose mean KL exceeds ``threshold`` nats (the others carry ~nothing)."""
     return [] if kl is None else [int(j) for j in np.nonzero(kl > threshold)[0]]
 
@@ -103,7 +107,9 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
         "model": model.name, "data": cfg["data"]["name"], "steps": step,
         "final": last or (run.read_metrics()[-1] if run.read_metrics() else {}),
         "kl_per_dim": None if kl is None else [round(float(v), 4) for v in kl],
-        "active_dims": active_dims(kl), "images": written, "run_dir": str(run.path),
+        # KL-active latents; not the FactorVAE metric's "active_dims" (std over the data, eval.json)
+        "active_dims_kl": active_dims(kl, KL_THRESHOLD), "active_dims_kl_threshold": KL_THRESHOLD,
+        "images": written, "run_dir": str(run.path),
     }
     run.write_summary(summary)
     loggers.finish(cfg, summary)

@@ -1,5 +1,9 @@
 """`factorvae eval RUN_DIR`: score a trained run's representation and write RUN_DIR/eval.json.
 
+RUN_DIR may also be an export folder or a pretrained name (then eval.json is not written
+there: the scores are printed, and written to --out if given). The plan (metrics, images to
+encode, expected time and memory) prints before the data set loads; ``--dry-run`` stops there.
+
 The model is asked for its representation (``model.representation``: the encoder means for
 VAEs) of each grid point a metric needs, at most once per evaluation (the Codes cache);
 every metric reads from that cache. The file is written atomically.
@@ -19,8 +23,10 @@ from factorvae.errors import UserError
 def register(sub) -> None:
     p = sub.add_parser("eval", help="score a trained run (writes RUN_DIR/eval.json)",
                        description="Score a run's representation with the disentanglement metrics.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory, export folder or pretrained name")
     add_metric_options(p)
+    p.add_argument("--dry-run", action="store_true", help="print what would be scored and how long it takes; "
+                                                          "load no data, score nothing")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--batch-size", default="256", help="images per encoder call (default 256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -28,9 +34,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from factorvae.data import require_grid
+    from factorvae.data import image_channels, require_grid
+    from factorvae.metrics.plan import describe, format_plan
     from factorvae.metrics.suite import evaluate_model
-    from factorvae.runs import RunDir, load_run
+    from factorvae.runs import RunDir, load_run, open_dataset
 
     names, seed, overrides = check_options(args)
     try:
@@ -39,14 +46,26 @@ def run(args) -> int:
         raise UserError(f"--batch-size must be a whole number, got {args.batch_size!r}") from None
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    r = load_run(args.run_dir, device=args.device, progress=not args.no_progress)
-    require_grid(r.dataset)
-    if not args.no_progress:
-        print(f"scoring {r.dir} (step {r.step}) with preset {args.preset} ...", file=sys.stderr, flush=True)
-    results = evaluate_model(r.model, r.dataset, preset=args.preset, seed=seed, metrics=names,
+    r = load_run(args.run_dir, device=args.device, load_data=False)
+    data = r.config.get("data", {})
+    grid = require_grid(data.get("name", "?"))
+    plan = describe(args.preset, names, grid=grid, overrides=overrides,
+                    channels=image_channels(data["name"], data.get("channels")))
+    print(f"{r.dir} (step {r.step:,}): " + format_plan(plan), file=sys.stderr, flush=True)
+    if args.dry_run:
+        return 0
+    dataset = open_dataset(r.config, progress=not args.no_progress)
+    results = evaluate_model(r.model, dataset, preset=args.preset, seed=seed, metrics=names,
                              batch_size=batch_size, progress=not args.no_progress, overrides=overrides)
-    results = RunDir(r.dir).write_eval(results, r.config, r.step)
+    if RunDir(r.dir).exists():
+        results = RunDir(r.dir).write_eval(results, r.config, r.step)
+        where = r.dir / "eval.json"
+    else:  # an export or pretrained folder: not ours to write into
+        where = None
     emit(results, args.json)
     if not args.json:
-        print(f"written {r.dir / 'eval.json'}")
+        if "factor_vae" in results:
+            print("factor_vae active dims: latents whose std over the data is at least the metric's prune threshold "
+                  "(not summary.json's active_dims_kl: mean KL > 0.1 nats)")
+        print(f"written {where}" if where else "not written: not a run directory")
     return 0

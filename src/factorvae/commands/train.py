@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 from factorvae.errors import UserError
@@ -25,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--steps", help="training steps")
     p.add_argument("--seed", help="random seed")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--threads", help="torch CPU threads (default: the config's train.threads, else 2 or more only "
+                                     "when that many cores are idle, else 1: two threads on a busy 2-core machine "
+                                     "run several times slower than one; benchmarks/threads.py)")
     p.add_argument("--eval-every", help="score the model every N steps (0: never)")
     p.add_argument("--logger", help="experiment tracker(s), comma-separated: tensorboard (default), wandb "
                                     "(offline unless WANDB_MODE is set), mlflow (RUN/mlruns unless "
@@ -33,6 +38,50 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+#: steps timed (after 2 warm-up steps) for the expected-time line; skipped for shorter runs
+ESTIMATE_STEPS, ESTIMATE_MIN_REMAINING = 5, 500
+
+
+def pick_threads(cores: int | None = None, load: float | None = None) -> int:
+    """Torch threads for a CPU run: the cores left idle by the 1-minute load average (rounded),
+    at least 1. Measured on a 2-core machine with other jobs on it: 1 thread several times
+    faster than 2 (benchmarks/threads.py); 2 pay only when both cores are free."""
+    from factorvae.sweep.engine import usable_cores
+
+    cores = usable_cores() if cores is None else cores
+    load = os.getloadavg()[0] if load is None else load
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
+def expected_time(cfg: dict, dataset, start: int) -> str | None:
+    """One line: the step rate of a few steps of a throwaway copy of the model and the time
+    the remaining steps should take at that rate (None for short runs)."""
+    import torch
+
+    from factorvae.runs import build_model, pick_device
+
+    t = cfg["train"]
+    remaining = t["steps"] - start
+    if remaining < ESTIMATE_MIN_REMAINING:
+        return None
+    device = pick_device(t["device"])
+    model, _ = build_model(cfg, dataset.channels, device)
+    model.train()
+    gen = torch.Generator(device=device).manual_seed(0)
+    batch = [dataset.sample_batch(t["batch_size"], gen) for _ in range(2)]
+    second = batch[1] if model.needs_second_batch else None
+    for i in range(2):
+        model.train_step(batch[0], second, i)
+    t0 = time.perf_counter()
+    for i in range(ESTIMATE_STEPS):
+        model.train_step(batch[0], second, i)
+    rate = ESTIMATE_STEPS / (time.perf_counter() - t0)
+    secs = remaining / rate
+    when = f"{secs:.0f} s" if secs < 90 else f"{secs / 60:.0f} min" if secs < 5400 else f"{secs / 3600:.1f} h"
+    return (f"expect ~{when} for {remaining:,} steps: {rate:.2f} steps/s measured over {ESTIMATE_STEPS} steps "
+            f"with {torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.1f}")
 
 
 def _number(flag: str, raw: str | None):
@@ -89,7 +138,8 @@ def run(args) -> int:
         if args.dataset and args.dataset != cfg["data"]["name"]:
             raise UserError(f"{args.out} holds a run on {cfg['data']['name']!r}, not {args.dataset!r}")
         if args.config or args.sets or args.seed:
-            raise UserError("--resume continues the saved config; only --steps, --device and --logger may change")
+            raise UserError("--resume continues the saved config; only --steps, --device, --threads and --logger "
+                            "may change")
         steps = _number("--steps", args.steps)
         if steps is not None:
             cfg["train"]["steps"] = steps
@@ -99,13 +149,14 @@ def run(args) -> int:
             from factorvae.loggers import parse_loggers
 
             cfg["train"]["loggers"] = parse_loggers(args.logger)
-        rd.load_checkpoint()  # fail early on an unreadable checkpoint
+        start = int(rd.load_checkpoint().get("step", 0))  # also fails early on an unreadable checkpoint
         if steps is not None:
             from factorvae.config import resolve
 
             cfg = resolve(cfg)
             rd.write_config(cfg)
     else:
+        start = 0
         cfg = build_config(args)
         if rd.exists():
             old = rd.read_config()["model"]["name"]
@@ -113,9 +164,31 @@ def run(args) -> int:
             raise UserError(f"{args.out} already holds a run{hint}; use --resume to continue it or choose another --out")
         if rd.path.exists() and not rd.path.is_dir():
             raise UserError(f"--out {args.out} exists and is not a directory")
-    summary = train(cfg, rd.path, resume=args.resume, progress=not args.no_progress)
+    threads = _number("--threads", args.threads)
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    if threads is None and not (not args.resume and cfg["train"]["threads"]):
+        threads = pick_threads()  # picked afresh on every start: the machine's load changes
+    if threads is not None:
+        cfg["train"]["threads"] = threads
+    dataset = prepare(cfg, progress=not args.no_progress)
+    line = expected_time(cfg, dataset, start)
+    if line:
+        print(line, file=sys.stderr, flush=True)
+    summary = train(cfg, rd.path, resume=args.resume, progress=not args.no_progress, dataset=dataset)
     print_summary(summary)
     return 0
+
+
+def prepare(cfg: dict, progress: bool):
+    """Threads set, data set loaded: what ``train`` would do first, done here to time a few steps."""
+    import torch
+
+    from factorvae.runs import open_dataset
+
+    if cfg["train"]["threads"]:
+        torch.set_num_threads(cfg["train"]["threads"])
+    return open_dataset(cfg, progress)
 
 
 def print_summary(summary: dict) -> None:
@@ -126,7 +199,10 @@ def print_summary(summary: dict) -> None:
         print("  final  " + "  ".join(f"{k}={final[k]:.4g}" for k in keys))
     if summary.get("kl_per_dim") is not None:
         print(f"  KL per latent dim (nats): {summary['kl_per_dim']}")
-        print(f"  active dims (KL > 0.1): {summary['active_dims']} ({len(summary['active_dims'])} of {len(summary['kl_per_dim'])})")
+        dims, th = summary["active_dims_kl"], summary["active_dims_kl_threshold"]
+        print(f"  active dims by KL (mean KL > {th} nats; summary.json active_dims_kl): {dims} "
+              f"({len(dims)} of {len(summary['kl_per_dim'])}); `factorvae eval` reports the FactorVAE metric's "
+              "own active dims (std over the data above its prune threshold)")
     imgs = summary.get("images", {})
     if imgs.get("traversals"):
         print(f"  traversals: {imgs['traversals'][0]} (+{len(imgs['traversals']) - 1} more), {imgs.get('traversal_gif')}")

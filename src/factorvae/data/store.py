@@ -19,7 +19,7 @@ from factorvae.data.grid import FactorGrid
 from factorvae.errors import UserError
 
 
-@dataclass
+@dataclass(repr=False)
 class ImageData:
     """A data set in memory: ``data`` uint8 (N, C, H, W); pixel value = data * ``scale``.
 
@@ -40,6 +40,12 @@ class ImageData:
 
     def __len__(self) -> int:
         return self.data.shape[0]
+
+    def __repr__(self) -> str:  # short: never the image tensor
+        factors = ("no factors" if self.grid is None
+                   else "factors " + ", ".join(f"{n}={s}" for n, s in zip(self.grid.names, self.grid.sizes)))
+        shape = "x".join(str(d) for d in self.data.shape[1:])
+        return f"ImageData({self.name!r}, {len(self):,} images {shape}, {factors}, on {self.device})"
 
     @property
     def channels(self) -> int:

@@ -110,6 +110,12 @@ class Method(nn.Module):
         self.z_dim = int(self.cfg["z_dim"]) if "z_dim" in self.cfg else None
         self.arch = ArchSpec.from_config(self.cfg.get("arch", {}), in_channels)
 
+    def __repr__(self) -> str:
+        """One line (print(model.encoder) etc. show the layers): name, options, size."""
+        opts = ", ".join(f"{k}={v}" for k, v in self.cfg.items() if not isinstance(v, dict) and k != "arch")
+        params = sum(p.numel() for p in self.parameters())
+        return f"{type(self).__name__}({self.name}: {opts}; {params / 1e6:.2f}M parameters)"
+
     # -- config ----------------------------------------------------------------------------
     @classmethod
     def all_defaults(cls) -> dict:

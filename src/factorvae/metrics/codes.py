@@ -117,6 +117,11 @@ class Codes:
         self.images_encoded = 0
         self.encoder_calls = 0
 
+    def __repr__(self) -> str:  # short: never the code table
+        kind = f"a sample of {self.num_points:,} points" if self.is_sample else f"{self.num_encoded:,} points held"
+        factors = ", ".join(f"{n}={s}" for n, s in zip(self.grid.names, self.grid.sizes))
+        return f"Codes({self.num_codes} codes, {kind}, factors {factors})"
+
     # -- constructors ------------------------------------------------------------------------
     @classmethod
     def from_arrays(cls, factors, codes, sizes, names=None, source: str = "input") -> "Codes":

@@ -58,8 +58,9 @@ def trial_row(d: Path, trial: Trial | None = None) -> dict:
     summary = run.read_summary()
     if summary is not None:
         row.update(flatten(summary.get("final") or {}, "final."))
-        if summary.get("active_dims") is not None:
-            row["active_dims"] = len(summary["active_dims"])
+        dims = summary.get("active_dims_kl", summary.get("active_dims"))  # the older runs' name
+        if dims is not None:
+            row["active_dims"] = len(dims)
     ev = run.read_eval()
     if ev is not None and st.status in ("finished", "trained", "failed", "mismatch"):
         row.update(flatten({k: v for k, v in ev.items() if k not in ("settings", "seconds", "encoder", "run")}))

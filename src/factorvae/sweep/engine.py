@@ -9,7 +9,7 @@ Layout of a sweep directory ``DIR``::
     DIR/results.csv, DIR/results.parquet   one row per trial (factorvae.sweep.table)
 
 A new backend is one function ``run_X(todo, out, ..., report)`` that calls ``report`` with the
-result of ``run_trial`` (or ``failure``) once per trial, chosen in ``_run_sweep_locked``.
+result of ``run_trial`` or ``run_group`` (or ``failure``) once per trial, chosen in ``_run_sweep_locked``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 from factorvae.errors import UserError
 from factorvae.io import atomic_write_json, read_json
 from factorvae.sweep.spec import Sweep, Trial, load_spec
+from factorvae.sweep.packing import auto_group_size, pack, parse_group_size
 from factorvae.sweep.table import aggregate
-from factorvae.sweep.trial import run_trial
+from factorvae.sweep.trial import run_group
 from factorvae.sweep.trialdir import inspect_trial, write_error
 
 
@@ -59,13 +60,14 @@ class SweepOutcome:
 
 def run_sweep(spec, out: str | Path, workers: int = 1, ray_address: str | None = None, cpus_per_trial: float | None = None,
               gpus_per_trial: float = 0, progress: bool = True, only: str | None = None, threads: int | None = None,
-              log=print) -> SweepOutcome:
+              log=print, group_size: int | str = "auto") -> SweepOutcome:
     """Run every unfinished trial of ``spec`` into ``out`` and gather the table.
 
     ``workers`` local processes (0: in this process), or Ray tasks when ``ray_address`` is given
     (``local``: start a local Ray instance; ``auto``: join the running cluster; else an address).
     Torch threads per trial: ``threads``, else the spec's ``train.threads``, else cores / workers
-    (Ray: the trial's CPUs)."""
+    (Ray: the trial's CPUs). ``group_size`` (or ``auto``): trials of one group key train as one
+    vectorised group of up to that many runs in one worker or Ray task (factorvae.sweep.packing)."""
     t0 = time.time()
     sweep = spec if isinstance(spec, Sweep) else load_spec(spec)
     out = Path(out)
@@ -76,7 +78,7 @@ def run_sweep(spec, out: str | Path, workers: int = 1, ray_address: str | None =
     (out / "trials").mkdir(parents=True, exist_ok=True)
     with _SweepLock(out):
         return _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per_trial, progress, only,
-                                 threads, log, t0)
+                                 threads, log, t0, parse_group_size(group_size))
 
 
 class _SweepLock:
@@ -110,7 +112,7 @@ class _SweepLock:
 
 
 def _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per_trial, progress, only, threads, log,
-                      t0) -> SweepOutcome:
+                      t0, group_size=1) -> SweepOutcome:
     atomic_write_json(out / "sweep.json", {
         "name": sweep.name, "description": sweep.description, "source": sweep.source, "spec": sweep.spec,
         "trials": [t.id for t in sweep.trials], "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -119,13 +121,15 @@ def _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per
     states = {t.id: inspect_trial(out / "trials" / t.id, t) for t in trials}
     todo = [t for t in trials if states[t.id].status != "finished"]
     done = len(trials) - len(todo)
+    units = pack(todo, auto_group_size(todo) if group_size == "auto" else group_size)
     if log:
         by: dict = {}
         for st in states.values():
             by[st.status] = by.get(st.status, 0) + 1
         engine = f"Ray ({ray_address})" if ray_address else (f"{workers} worker process(es)" if workers else "this process")
         log(f"sweep {sweep.name}: {len(trials)} trial(s) -> {out}  [" + ", ".join(f"{v} {k}" for k, v in by.items())
-            + f"]; running {len(todo)} on {engine}")
+            + f"]; running {len(todo)} on {engine}"
+            + (f" in {len(units)} group(s)" if len(units) < len(todo) else ""))
     results: list[dict] = []
     if todo:
         bar = tqdm(total=len(trials), initial=done, desc=f"sweep {sweep.name}", unit="trial", disable=not progress,
@@ -147,13 +151,16 @@ def _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per
                 todo = [copy.deepcopy(t) for t in todo]
                 for t in todo:
                     t.config["train"]["threads"] = int(threads)
+                by_id = {t.id: t for t in todo}
+                units = [[by_id[t.id] for t in unit] for unit in units]
             if ray_address:
-                _run_ray(todo, out, ray_address, cpus_per_trial, gpus_per_trial, report)
+                _run_ray(units, out, ray_address, cpus_per_trial, gpus_per_trial, report)
             elif workers == 0:
-                for t in todo:
-                    report(run_trial(t, str(out / "trials" / t.id), threads=0, progress=progress))
+                for unit in units:
+                    for res in run_group(unit, _dirs(out, unit), threads=0, progress=progress):
+                        report(res)
             else:
-                _run_pool(todo, out, workers, report)
+                _run_pool(units, out, workers, report)
         finally:
             bar.close()
     rows = aggregate(out, sweep)
@@ -166,10 +173,14 @@ def _failure(t: Trial, out: Path, message: str) -> dict:
     return {"id": t.id, "status": "failed", "action": "", "seconds": 0.0, "error": message.splitlines()[-1][:500]}
 
 
-def _run_pool(todo: list[Trial], out: Path, workers: int, report) -> None:
-    """Separate processes (spawn), at most ``workers`` trials in flight, each with
-    cores/workers torch threads. A worker that dies (killed, out of memory) fails only the
-    trials it held; the pool is rebuilt for the rest."""
+def _dirs(out: Path, unit: list[Trial]) -> list[str]:
+    return [str(out / "trials" / t.id) for t in unit]
+
+
+def _run_pool(todo: list[list[Trial]], out: Path, workers: int, report) -> None:
+    """Separate processes (spawn), at most ``workers`` units (a trial or a group) in flight,
+    each with cores/workers torch threads. A worker that dies (killed, out of memory) fails
+    only the trials it held; the pool is rebuilt for the rest."""
     threads = max(1, usable_cores() // workers)
     queue = list(todo)
     ctx = multiprocessing.get_context("spawn")
@@ -181,20 +192,23 @@ def _run_pool(todo: list[Trial], out: Path, workers: int, report) -> None:
             while queue or running:
                 while queue and len(running) < workers and not broken:
                     t = queue.pop(0)
-                    running[pool.submit(run_trial, t, str(out / "trials" / t.id), threads)] = t
+                    running[pool.submit(run_group, t, _dirs(out, t), threads)] = t
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for f in finished:
-                    t = running.pop(f)
+                    unit = running.pop(f)
                     try:
-                        report(f.result())
+                        for res in f.result():
+                            report(res)
                     except BrokenProcessPool:
                         broken = True
-                        report(_failure(t, out, "the worker process died (killed or out of memory) while running this "
-                                                "trial; it is resumed from its checkpoint on the next run"))
+                        for t in unit:
+                            report(_failure(t, out, "the worker process died (killed or out of memory) while running "
+                                                    "this trial; it is resumed from its checkpoint on the next run"))
                     except Exception as e:  # noqa: BLE001 - e.g. a result that could not be unpickled
-                        report(_failure(t, out, f"{type(e).__name__}: {e}"))
+                        for t in unit:
+                            report(_failure(t, out, f"{type(e).__name__}: {e}"))
                 if broken and not running:
                     break
         except BaseException:
@@ -203,8 +217,9 @@ def _run_pool(todo: list[Trial], out: Path, workers: int, report) -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_ray(todo: list[Trial], out: Path, address: str, cpus: float | None, gpus: float, report) -> None:
-    """One Ray task per trial. ``out`` must be on storage every node sees (a shared file system)."""
+def _run_ray(todo: list[list[Trial]], out: Path, address: str, cpus: float | None, gpus: float, report) -> None:
+    """One Ray task per unit (a trial or a group). ``out`` must be on storage every node sees
+    (a shared file system)."""
     try:
         import ray  # optional (pip install 'factorvae[ray]'), and slow to import
     except ImportError:
@@ -221,17 +236,18 @@ def _run_ray(todo: list[Trial], out: Path, address: str, cpus: float | None, gpu
         started = True
     try:
         cpus = float(cpus) if cpus else 1.0
-        remote = ray.remote(num_cpus=cpus, num_gpus=float(gpus or 0), max_retries=0)(run_trial)
-        refs = {remote.remote(t, str((out / "trials" / t.id).resolve()), max(1, int(math.floor(cpus)))): t
-                for t in todo}
+        remote = ray.remote(num_cpus=cpus, num_gpus=float(gpus or 0), max_retries=0)(run_group)
+        refs = {remote.remote(t, _dirs(out.resolve(), t), max(1, int(math.floor(cpus)))): t for t in todo}
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             for r in ready:
-                t = refs.pop(r)
+                unit = refs.pop(r)
                 try:
-                    report(ray.get(r))
+                    for res in ray.get(r):
+                        report(res)
                 except Exception as e:  # noqa: BLE001 - worker crashed, node lost, ...
-                    report(_failure(t, out, f"Ray task failed: {type(e).__name__}: {str(e)[:2000]}"))
+                    for t in unit:
+                        report(_failure(t, out, f"Ray task failed: {type(e).__name__}: {str(e)[:2000]}"))
     finally:
         if started:
             ray.shutdown()

@@ -107,3 +107,17 @@ def test_a_group_killed_mid_training_resumes_in_the_sweep(tmp_path, cli, monkeyp
     assert seen == [[True, True]]
     for r in read_table(tmp_path / "out" / "results.csv"):
         assert r["status"] == "finished" and int(r["step"]) == 10
+
+
+def test_trial_ids_keep_their_value_at_the_default_precision_and_change_with_bf16():
+    from factorvae.sweep.spec import experiment_config
+
+    s = spec()
+    trial = load_spec(s).trials[0]
+    cfg = experiment_config(trial.config)
+    assert "precision" not in cfg["train"] and "group_strategy" not in cfg["train"]
+    s["base"]["train"]["precision"] = "bf16"
+    s["base"]["train"]["group_strategy"] = "vmap"  # a machine key: no new id
+    assert load_spec(s).trials[0].id != trial.id
+    s["base"]["train"]["precision"] = "fp32"
+    assert load_spec(s).trials[0].id == trial.id

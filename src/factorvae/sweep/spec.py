@@ -96,6 +96,8 @@ def experiment_config(cfg: dict) -> dict:
     out = copy.deepcopy(cfg)
     for section, key in MACHINE_KEYS:
         out.get(section, {}).pop(key, None)
+    if out.get("train", {}).get("precision") == "fp32":  # the default: ids of older sweeps stay valid
+        out["train"].pop("precision")
     return out
 
 

@@ -11,8 +11,11 @@ import pytest
 import yaml
 
 from factorvae.errors import UserError
-from factorvae.sweep import load_spec
+from factorvae.group import RunGroup
+from factorvae.sweep import load_spec, run_sweep
+from factorvae.sweep import trial as st
 from factorvae.sweep.packing import pack, parse_group_size
+from factorvae.sweep.spec import experiment_config
 from factorvae.sweep.table import read_table
 
 TINY = {"z_dim": 3, "arch": {"channels": [4, 4, 4, 4], "fc": 8}}
@@ -24,7 +27,8 @@ def spec(steps=10) -> dict:
         "base": {"data": {"name": "toy"},
                  "train": {"steps": steps, "log_every": 5, "ckpt_every": 5, "image_every": 10_000, "threads": 1,
                            "device": "cpu", "group_strategy": "loop"}},
-        "methods": [{"name": "factorvae", "set": {"model.disc": {"hidden": 16, "layers": 2}, **{f"model.{k}": v for k, v in TINY.items()}},
+        "methods": [{"name": "factorvae", "set": {"model.disc": {"hidden": 16, "layers": 2},
+                                                      **{f"model.{k}": v for k, v in TINY.items()}},
                      "grid": {"gamma": [10, 40]}},
                     {"name": "infowgan_gp"}],
         "seeds": 1,
@@ -76,14 +80,10 @@ def test_sweep_in_groups_gives_the_rows_of_single_runs(tmp_path, cli):
 
 
 def test_a_group_killed_mid_training_resumes_in_the_sweep(tmp_path, cli, monkeypatch):
-    import factorvae.sweep.trial as st
-
     s = spec(steps=10)
     s["methods"] = s["methods"][:1]
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(s))
-    from factorvae.group import RunGroup
-
     real_step, calls = RunGroup.step, []
 
     def dies(self, *a):  # the process is stopped in step 8, after the step-5 checkpoints
@@ -94,7 +94,6 @@ def test_a_group_killed_mid_training_resumes_in_the_sweep(tmp_path, cli, monkeyp
 
     monkeypatch.setattr(RunGroup, "step", dies)
     with pytest.raises(KeyboardInterrupt):
-        from factorvae.sweep import run_sweep
         run_sweep(load_spec(s), tmp_path / "out", workers=0, progress=False, log=None, group_size=2)
     monkeypatch.setattr(RunGroup, "step", real_step)
     real = st._train_group
@@ -110,8 +109,6 @@ def test_a_group_killed_mid_training_resumes_in_the_sweep(tmp_path, cli, monkeyp
 
 
 def test_trial_ids_keep_their_value_at_the_default_precision_and_change_with_bf16():
-    from factorvae.sweep.spec import experiment_config
-
     s = spec()
     trial = load_spec(s).trials[0]
     cfg = experiment_config(trial.config)

@@ -11,6 +11,7 @@ whose losses turn non-finite (checked at log steps) stops with ``summary.json`` 
 from __future__ import annotations
 
 import time
+
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
@@ -25,7 +26,8 @@ class _Run:
     """One member's run-time state: config, run directory, model, generators, writer."""
 
     def __init__(self, cfg, run, model, generators, step, writer):
-        self.cfg, self.run, self.model, self.generators, self.step, self.writer = cfg, run, model, generators, step, writer
+        self.cfg, self.run, self.model, self.generators = cfg, run, model, generators
+        self.step, self.writer = step, writer
         self.last: dict = {}
         self.summary: dict | None = None
 

@@ -18,6 +18,7 @@ from factorvae.sweep.packing import pack, parse_group_size
 from factorvae.sweep.spec import experiment_config
 from factorvae.sweep.table import read_table
 
+st_evaluate_group = st.evaluate_group
 TINY = {"z_dim": 3, "arch": {"channels": [4, 4, 4, 4], "fc": 8}}
 
 
@@ -52,7 +53,10 @@ def test_packing_groups_by_key_and_leaves_ungroupable_methods_alone():
     assert parse_group_size("auto") == "auto" and parse_group_size("3") == 3
 
 
-def test_sweep_in_groups_gives_the_rows_of_single_runs(tmp_path, cli):
+def test_sweep_in_groups_gives_the_rows_of_single_runs(tmp_path, cli, monkeypatch):
+    batched = []  # the group's evaluation: one shared, batched encoding of the grid
+    monkeypatch.setattr(st, "evaluate_group", lambda models, *a: (batched.append(len(models)),
+                                                                   st_evaluate_group(models, *a))[1])
     s = spec()
     s["methods"] = s["methods"][:1]
     path = tmp_path / "s.yaml"
@@ -65,6 +69,7 @@ def test_sweep_in_groups_gives_the_rows_of_single_runs(tmp_path, cli):
         if n == 2:
             assert "in 1 group(s)" in out and "trained in a group of 2" in out
         rows[n] = {r["trial_id"]: r for r in read_table(tmp_path / f"g{n}" / "results.parquet")}
+    assert batched == [2]
     assert rows[1].keys() == rows[2].keys() and len(rows[1]) == 2
     for tid, a in rows[1].items():
         b = rows[2][tid]

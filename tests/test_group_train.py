@@ -149,3 +149,22 @@ def test_runs_that_differ_in_more_than_seed_and_hyper_parameters_cannot_share_a_
     with pytest.raises(UserError, match="cannot share a group"):
         train_group(cfgs, [tmp_path / "a", tmp_path / "b"], progress=False, dataset=toy)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_group_evaluation_encodes_once_for_all_runs_and_scores_like_each_alone(toy, strategy):
+    from factorvae.group_train import evaluate_group
+    from factorvae.metrics.suite import evaluate_model
+    from factorvae.runs import build_model
+
+    models = [build_model(c, 1, torch.device("cpu"))[0] for c in configs(strategy=strategy)]
+    together = evaluate_group(models, toy, "fast", 0, ["beta_vae", "mig"], strategy)
+    for m, got in zip(models, together):
+        alone = evaluate_model(m, toy, preset="fast", seed=0, metrics=["beta_vae", "mig"])
+        for metric in ("beta_vae", "mig"):
+            for k, v in alone[metric].items():
+                if isinstance(v, float):
+                    assert got[metric][k] == pytest.approx(v, abs=1e-6), (metric, k)
+        # every point the run needed was encoded once for the whole group
+        assert got["encoder"]["distinct_points"] == alone["encoder"]["distinct_points"]
+    assert together[0]["mig"] != together[1]["mig"]  # each run scored with its own encoder

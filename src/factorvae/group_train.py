@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from factorvae.errors import UserError
 from factorvae.group import RunGroup, configure_device, group_key
+from factorvae.metrics.codes import Codes
+from factorvae.metrics.suite import evaluate
 from factorvae.runs import RunDir, open_dataset, pick_device
 from factorvae.train import due, finish_run, periodic_work, record_log, start_run
 
@@ -125,3 +128,39 @@ def _fail(r: _Run, step: int, since: int) -> None:
         "final": {}, "run_dir": str(r.run.path),
     }
     r.run.write_summary(r.summary)
+
+
+class _SharedCodes:
+    """Codes of grid points under every run's encoder: a point is encoded for all runs of the
+    group in one batched pass (``RunGroup.representations``) and kept for the others' metrics."""
+
+    def __init__(self, group: RunGroup, dataset):
+        self.group, self.dataset = group, dataset
+        self.codes: dict[int, np.ndarray] = {}  # flat grid index -> (N, D)
+
+    def encode(self, run: int, flat) -> np.ndarray:
+        flat = np.asarray(flat).reshape(-1).tolist()
+        missing = sorted({k for k in flat if k not in self.codes})
+        if missing:
+            x = self.dataset.images(missing).to(self.group.device, self.group.members[0].param_dtype)
+            z = self.group.representations(x).float().cpu().numpy()  # (N, B, D)
+            for j, k in enumerate(missing):
+                self.codes[k] = z[:, j]
+        return np.stack([self.codes[k][run] for k in flat])
+
+
+@torch.no_grad()
+def evaluate_group(models: list, dataset, preset: str, seed: int, metrics=None, strategy: str = "auto",
+                   batch_size: int = 256) -> list[dict]:
+    """The metric suite's scores of each trained model (``evaluate_model``'s result), the grid
+    encoded once for all of them: the metrics of runs with one seed draw the same grid points."""
+    group = RunGroup(models, [torch.Generator() for _ in models], strategy=strategy)
+    for m in models:
+        m.eval()
+    shared = _SharedCodes(group, dataset)
+    out = []
+    for i in range(len(models)):
+        codes = Codes.from_encoder(lambda flat, i=i: torch.from_numpy(shared.encode(i, flat)), lambda flat: flat,
+                                   dataset.grid, batch_size=batch_size, progress=False)
+        out.append(evaluate(codes, metrics=metrics, preset=preset, seed=seed))
+    return out

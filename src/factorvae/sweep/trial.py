@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from factorvae.group_train import train_group
+from factorvae.group_train import evaluate_group, train_group
 from factorvae.io import atomic_write_json
 from factorvae.methods.base import GaussianVAEBase
 from factorvae.metrics.likelihood import estimate_log_likelihood
@@ -40,9 +40,11 @@ def _train(cfg, out, resume, progress, dataset):  # a seam for tests (fault inje
     return train(cfg, out, resume=resume, progress=progress, dataset=dataset)
 
 
-def run_trial(trial: Trial, trial_dir: str, threads: int = 0, progress: bool = False) -> dict:
+def run_trial(trial: Trial, trial_dir: str, threads: int = 0, progress: bool = False,
+              scores: dict | None = None) -> dict:
     """Train (or resume) and evaluate one trial; never raises for a failing trial: the traceback
-    goes to ``trial_dir/error.txt`` and the result says ``failed``."""
+    goes to ``trial_dir/error.txt`` and the result says ``failed``. ``scores``: the metric
+    suite's result, already computed (a group's batched evaluation)."""
     d = Path(trial_dir)
     t0 = time.time()
     result = {"id": trial.id, "status": "failed", "action": "", "seconds": 0.0, "error": ""}
@@ -79,7 +81,7 @@ def run_trial(trial: Trial, trial_dir: str, threads: int = 0, progress: bool = F
             _train(cfg, d, resume, progress, dataset)
         else:
             result["action"] = "evaluated"
-        evaluate_trial(d, trial, dataset)
+        evaluate_trial(d, trial, dataset, scores)
         result["status"] = "finished"
     except KeyboardInterrupt:
         raise
@@ -163,6 +165,7 @@ def run_group(trials: list[Trial], trial_dirs: list[str], threads: int = 0, prog
         if old_threads:
             torch.set_num_threads(old_threads)
     grouped = {t.id for t, _, _ in members} if len(members) > 1 else set()
+    scores = _evaluate_grouped([(t, d) for t, d, _ in members if t.id in grouped and t.id not in failed])
     seconds = round(time.time() - t0, 2)
     results = []
     for trial, td in zip(trials, trial_dirs):
@@ -170,14 +173,34 @@ def run_group(trials: list[Trial], trial_dirs: list[str], threads: int = 0, prog
             results.append({"id": trial.id, "status": "failed", "action": f"trained in a group of {len(grouped)}",
                             "seconds": seconds, "error": failed[trial.id]})
             continue
-        res = run_trial(trial, td, threads, progress)
+        res = run_trial(trial, td, threads, progress, scores.get(trial.id))
         if trial.id in grouped and res["action"] == "evaluated":
             res = {**res, "action": f"trained in a group of {len(grouped)}, evaluated"}
         results.append(res)
     return results
 
 
-def evaluate_trial(d: Path, trial: Trial, dataset) -> dict:
+def _evaluate_grouped(trained: list[tuple[Trial, Path]]) -> dict:
+    """Metric scores of a group's trained trials, the grid encoded in one batched pass for all
+    (factorvae.group_train.evaluate_group); {} when there is nothing to share or it fails (each
+    trial is then scored alone, as without a group)."""
+    ev = trained[0][0].eval if trained else None
+    if len(trained) < 2 or ev["metrics"] == [] or any(t.eval != ev for t, _ in trained):
+        return {}
+    try:
+        runs = [load_run(d, device=t.config["train"]["device"], load_data=False) for t, d in trained]
+        dataset = _load_dataset(runs[0].config)
+        if dataset.grid is None:
+            return {}
+        dataset.to(next(runs[0].model.parameters()).device)
+        scores = evaluate_group([r.model for r in runs], dataset, ev["preset"], ev["seed"], ev["metrics"],
+                                runs[0].config["train"]["group_strategy"])
+    except Exception:  # noqa: BLE001 - a fallback: each trial's own evaluation reports its problem
+        return {}
+    return {t.id: s for (t, _), s in zip(trained, scores)}
+
+
+def evaluate_trial(d: Path, trial: Trial, dataset, scores: dict | None = None) -> dict:
     """Metric suite -> eval.json; reconstruction error, true TC and log p(x) -> analysis.json
     (written last, with the eval hash: its presence marks the trial finished)."""
     ev = trial.eval
@@ -185,10 +208,9 @@ def evaluate_trial(d: Path, trial: Trial, dataset) -> dict:
     model = run.model
     dataset.to(next(model.parameters()).device)
     t0 = time.time()
-    scores: dict = {}
-    if ev["metrics"] != [] and dataset.grid is not None:
+    if scores is None and ev["metrics"] != [] and dataset.grid is not None:
         scores = evaluate_model(model, dataset, preset=ev["preset"], seed=ev["seed"], metrics=ev["metrics"])
-    RunDir(d).write_eval(scores, run.config, run.step)
+    RunDir(d).write_eval(scores or {}, run.config, run.step)
     t_metrics = time.time() - t0
     analysis: dict = {"eval_hash": trial.eval_hash, "eval": ev, "step": run.step}
     if not isinstance(model, GaussianVAEBase):  # the analyses need q(z|x) Gaussian and p(x|z) Bernoulli

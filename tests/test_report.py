@@ -61,16 +61,28 @@ def fabricate(out: Path) -> dict:
                 r = {**r, "eval/factor_vae.eval_accuracy": metric * step / 100, "eval/beta_vae.eval_accuracy": higgins}
             recs.append(r)
         (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-        Image.fromarray((rng.uniform(size=(40, 60)) * 255).astype(np.uint8)).save(d / "images" / "traversal_ref0.png")
+        # a traversal sheet as viz.tiles draws it: 3 rows (z_dim) of 8-pixel tiles, 2-pixel gaps, 44-pixel labels
+        sheet = np.full((3 * 10 + 2, 44 + 10 * 10 + 2), 128, np.uint8)
+        sheet[2:-2, 46:-2] = (rng.uniform(size=(28, 98)) * 255).astype(np.uint8)
+        Image.fromarray(sheet).save(d / "images" / "traversal_ref0.png")
+        Image.fromarray(np.zeros((20, 80), np.uint8)).save(d / "images" / "reconstructions.png")
         if t.method == "betavae" and value == 4 and t.seed == 2:
             (d / "error.txt").write_text("Traceback...\nRuntimeError: NaN loss\n")
             special["failed"] = t.id
             continue
-        (d / "summary.json").write_text(json.dumps({"steps": 100, "final": recs[-1], "active_dims": [0, 1]}))
+        collapsed = t.method == "betavae" and value == 1 and t.seed == 1
+        if collapsed:
+            special["collapsed"] = t.id
+        if t.method == "betavae" and value == 4 and t.seed == 1:
+            recon *= 3  # diverged: three times its one finished peer
+            special["outlier"] = t.id
+        (d / "summary.json").write_text(json.dumps({"steps": 100, "final": recs[-1],
+                                                    "active_dims": [] if collapsed else [0, 1]}))
         if t.method == "factorvae" and value == 10 and t.seed == 2:
             special["trained"] = t.id  # training done, never evaluated
             continue
-        (d / "eval.json").write_text(json.dumps({"factor_vae": {"eval_accuracy": metric, "train_accuracy": metric},
+        (d / "eval.json").write_text(json.dumps({"factor_vae": {"eval_accuracy": metric, "train_accuracy": metric,
+                                                                "latent_factor": ["posX", None, "scale"]},
                                                  "beta_vae": {"eval_accuracy": higgins},
                                                  "settings": {"preset": "fast"}}))
         (d / "analysis.json").write_text(json.dumps({"eval_hash": t.eval_hash, "recon": recon, "true_tc": 1.5,
@@ -172,3 +184,170 @@ def test_report_only_reads_the_sweep(report):
     # the table is the sweep's to write (factorvae sweep); the report writes under report/ only
     assert not (out / "results.csv").exists() and not (out / "results.parquet").exists()
     assert rep["summary"].parent == out / "report"
+
+
+def _tree(d: Path) -> dict:
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_report_refuses_an_out_holding_files_it_did_not_write(tmp_path, cli, report):
+    sweep = report[0]
+    user = tmp_path / "mine"
+    (user / "img").mkdir(parents=True)
+    (user / "img" / "holiday.png").write_bytes(b"not ours")
+    (user / "summary.json").write_text('{"a run": 1}')
+    before = _tree(user)
+    code, _, err = cli("report", sweep, "--out", user)
+    assert code == 2 and "did not write" in err or "holds no report" in err, err
+    assert "Traceback" not in err and _tree(user) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    # the sweep directory itself is not a report directory either
+    trials = _tree(sweep / "trials")
+    code, _, err = cli("report", sweep, "--out", sweep)
+    assert code == 2 and _tree(sweep / "trials") == trials
+    # a file where the directory should be
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli("report", sweep, "--out", tmp_path / "file")
+    assert code == 2 and "not a directory" in err and (tmp_path / "file").read_text() == "x"
+
+
+def _quick_sweep(d: Path) -> Path:
+    """A sweep directory with one corrupt trial: a report without figures, built in a blink."""
+    (d / "trials" / "x").mkdir(parents=True)
+    (d / "trials" / "x" / "config.yaml").write_text("model: [")
+    return d
+
+
+def test_report_rewrites_its_own_output_only(tmp_path, cli):
+    sweep, out = _quick_sweep(tmp_path / "sweep"), tmp_path / "rep"
+    assert cli("report", sweep, "--out", out)[0] == 0
+    first = _tree(out)
+    assert ".factorvae-report.json" in first and "report.html" in first
+    listed = json.loads(first[".factorvae-report.json"])
+    assert sorted(listed["files"]) == sorted(k for k in first if k != ".factorvae-report.json")
+    assert listed["dirs"] == ["img"]  # empty here (no figure), still ours
+    (out / "report.md").write_text("edited")  # a file of ours, edited: replaced without complaint
+    code, _, err = cli("report", sweep, "--out", out)
+    assert code == 0, err
+    assert (out / "report.md").read_text().startswith("# Sweep report")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep", "sweep"]  # no temporary directory left beside
+    (out / "img" / "notes.txt").write_text("my notes")  # the user's now: the report stops
+    code, _, err = cli("report", sweep, "--out", out)
+    assert code == 2 and "img/notes.txt" in err and (out / "img" / "notes.txt").read_text() == "my notes"
+    assert (out / "report.html").exists()
+    # the default --out, DIR/report, follows the same rules
+    assert cli("report", sweep)[0] == 0 and (sweep / "report" / ".factorvae-report.json").exists()
+    (sweep / "report" / "summary.json").write_text('{"mine": 1}')
+    assert cli("report", sweep)[0] == 0  # still a file the report wrote: replaced
+    (sweep / "report" / "extra").mkdir()
+    code, _, err = cli("report", sweep)
+    assert code == 2 and "extra" in err and (sweep / "report" / "extra").is_dir()
+
+
+def test_an_interrupted_report_keeps_the_previous_one(tmp_path, monkeypatch):
+    from factorvae.report import build, build_report
+
+    sweep, out = _quick_sweep(tmp_path / "sweep"), tmp_path / "rep"
+    build_report(sweep, out)
+    before = _tree(out)
+
+    def boom(rep, n):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "_traversals", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build_report(sweep, out)
+    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["rep", "sweep"]
+
+
+def test_markdown_escapes_html_from_names_and_labels(tmp_path):
+    from factorvae.report import build_report
+
+    spec = json.loads(json.dumps(SPEC))
+    spec["name"] = "<script>alert(1)</script>"
+    spec["description"] = "<img src=x onerror=alert(2)> | pipe"
+    spec["methods"][0]["label"] = "<b onmouseover=alert(3)>beta</b>"
+    (tmp_path / "trials").mkdir()
+    (tmp_path / "sweep.json").write_text(json.dumps({"name": spec["name"], "description": spec["description"],
+                                                     "spec": spec}))
+    rep = build_report(tmp_path)
+    md, page = rep["markdown"].read_text(), rep["html"].read_text()
+    for raw in ("<script", "<img src=x", "<b onmouseover"):
+        assert raw not in md and raw not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md and "&lt;img src=x onerror=alert(2)&gt;" in md
+    assert "&lt;b onmouseover=alert(3)&gt;beta" in md  # the label of every pending β-VAE trial
+
+
+def test_failed_collapsed_and_diverged_trials_are_flagged(report):
+    out, special, rep = report
+    flags = rep["flags"]
+    assert set(flags) == {special["failed"], special["collapsed"], special["outlier"]}
+    assert "NaN loss" in flags[special["failed"]][0]
+    assert "0 active dims" in flags[special["collapsed"]][0]
+    assert "3.0× the median" in flags[special["outlier"]][0]
+    md = rep["markdown"].read_text()
+    assert "3 trial(s) flagged" in md
+    trials = md.split("## All trials")[1]
+    for tid in flags:  # its own line in "All trials" says why
+        line = next(ln for ln in trials.splitlines() if ln.startswith(f"| {tid} |"))
+        assert line.rstrip(" |").endswith(flags[tid][-1][-20:])
+    groups = {g["setting"]: g for g in rep["groups"]}
+    assert groups["betavae beta=4"]["flagged"] == 1 and groups["factorvae gamma=40"]["flagged"] == 0
+    assert "| betavae | β=4 | 2/3 (1 flagged) |" in md
+
+
+def test_recon_outlier_rule():
+    from factorvae.report.stats import RECON_OUTLIER, flag_trials
+
+    def rows(recons):
+        return [{"trial_id": f"t{i}", "setting": "s", "status": "finished", "recon": r, "active_dims": 2}
+                for i, r in enumerate(recons)]
+
+    assert flag_trials(rows([40, 41, 39 * RECON_OUTLIER * 0.99])) == {}
+    assert set(flag_trials(rows([40, 41, 41 * RECON_OUTLIER * 1.01]))) == {"t2"}
+    assert flag_trials(rows([40])) == {}  # no peer, no outlier
+
+
+def test_hyperparameters_verdict_colour_and_readable_columns(report):
+    out, special, rep = report
+    md, page = rep["markdown"].read_text(), rep["html"].read_text()
+    section = md.split("## Hyper-parameters of each setting")[1].split("\n## ")[0]
+    header = section.strip().splitlines()[0]
+    for key in ("model.beta", "model.gamma", "model.disc.hidden"):  # differ between settings
+        assert key in header
+    assert "model.z_dim" not in header and "model.z_dim=3" in section  # shared: said once
+    assert "train.seed" not in section
+    cells = {ln.split("|")[2].strip(): ln for ln in section.splitlines() if ln.startswith("| factorvae")}
+    assert set(cells) == {"γ=10", "γ=40"} and "| 40 |" in cells["γ=40"]
+    # both FactorVAE settings beat their rival: the box is green and says so
+    assert "<p class='verdict yes'>Yes: FactorVAE beats" in page
+    assert "> Yes: FactorVAE beats" in md
+    trials = md.split("## All trials")[1].strip().splitlines()[0]
+    assert "FactorVAE metric" in trials and "reconstruction error (nats)" in trials and "setting" in trials
+    assert not re.search(r"\w\.\w", trials)  # no dotted column names
+
+
+def test_traversals_are_labelled_with_factors_and_reconstructions_shown(report):
+    out, special, rep = report
+    md = rep["markdown"].read_text()
+    trav = [p for p in rep["images"] if p.name.startswith("traversal_")]
+    recons = [p for p in rep["images"] if p.name.startswith("reconstructions_")]
+    assert len(trav) == 4 and len(recons) == 4
+    src = Image.open(out / "trials" / special["collapsed"] / "images" / "traversal_ref0.png")
+    for p in trav:
+        img = np.asarray(Image.open(p).convert("L"))
+        assert img.shape[0] == src.height and img.shape[1] > src.width  # a margin for the labels
+        margin = img[:, src.width:]
+        written = [(margin[2 + r * 10: 10 + r * 10] > 200).any() for r in range(3)]
+        assert written == [True, True, True]  # posX, "–", scale
+    assert "z0 posX, z1 –, z2 scale" in md and "majority vote" in md
+
+
+def test_verdict_colour_follows_the_answer():
+    from factorvae.report.build import verdict_answer
+    from factorvae.report.document import Doc
+
+    assert [verdict_answer({"wins": w, "total": 3}) for w in (3, 1, 0)] == ["yes", "mixed", "no"]
+    doc = Doc()
+    doc.p("No: ...", "verdict no")
+    page = doc.html("t")
+    assert "<p class='verdict no'>" in page and ".verdict.no{background:#fbe9e9" in page

@@ -11,6 +11,7 @@ import yaml
 
 from factorvae.data import get_dataset_info, image_channels
 from factorvae.errors import UserError
+from factorvae.loggers import parse_loggers
 from factorvae.methods import get_method
 from factorvae.methods.base import check_number
 from factorvae.metrics.suite import parse_metrics, preset_params
@@ -37,6 +38,8 @@ DEFAULTS: dict = {
         "eval_preset": "fast",
         "eval_metrics": None,  # metrics scored every eval_every steps (None: all six)
         "threads": 0,
+        # experiment trackers (factorvae.loggers): tensorboard, wandb, mlflow, csv
+        "loggers": ["tensorboard"],
         # "true" TC of the aggregate posterior (paper Fig. 7; metrics/tc.py), logged as true_tc
         # beside the discriminator's tc every N steps (0: never; use a multiple of log_every):
         # S Monte Carlo samples, a mixture over M images (0: the whole data set, the exact
@@ -134,6 +137,7 @@ def resolve(*layers: dict) -> dict:
         except UserError as e:
             raise UserError(f"train.eval_metrics: {e}") from None
     t["threads"] = check_number("train", "threads", t["threads"], minimum=0, integer=True)
+    t["loggers"] = parse_loggers(t["loggers"])
     for key in ("true_tc_every", "true_tc_samples", "true_tc_data"):
         t[key] = check_number("train", key, t[key], minimum=0, integer=True)
     for key, allowed in (("precision", ("fp32", "bf16")), ("group_strategy", ("auto", "vmap", "loop")),

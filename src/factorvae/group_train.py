@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from factorvae.errors import UserError
 from factorvae.group import RunGroup, configure_device, group_key
+from factorvae.loggers import check_loggers, open_loggers
 from factorvae.metrics.codes import Codes
 from factorvae.metrics.suite import evaluate
 from factorvae.runs import RunDir, open_dataset, pick_device
@@ -26,11 +26,11 @@ from factorvae.train import due, finish_run, periodic_work, record_log, start_ru
 
 
 class _Run:
-    """One member's run-time state: config, run directory, model, generators, writer."""
+    """One member's run-time state: config, run directory, model, generators, trackers."""
 
-    def __init__(self, cfg, run, model, generators, step, writer):
+    def __init__(self, cfg, run, model, generators, step, loggers):
         self.cfg, self.run, self.model, self.generators = cfg, run, model, generators
-        self.step, self.writer = step, writer
+        self.step, self.loggers = step, loggers
         self.last: dict = {}
         self.summary: dict | None = None
 
@@ -46,6 +46,7 @@ def train_group(cfgs: list[dict], outs: list, resume: bool | list[bool] = False,
         raise UserError("these runs cannot share a group: they differ in more than seed and per-run hyper-parameters")
     resumes = list(resume) if isinstance(resume, (list, tuple)) else [bool(resume)] * len(cfgs)
     t = cfgs[0]["train"]
+    check_loggers(t["loggers"])  # a missing tracker package fails before anything is written
     if t["threads"]:
         torch.set_num_threads(t["threads"])
     device = pick_device(t["device"])
@@ -61,13 +62,14 @@ def train_group(cfgs: list[dict], outs: list, resume: bool | list[bool] = False,
         rd = RunDir(out)
         model, generators, step = start_run(cfg, rd, dataset, device, res)
         model.train()
-        runs.append(_Run(cfg, rd, model, generators, step, SummaryWriter(str(rd.tb), purge_step=step if res else None)))
+        runs.append(_Run(cfg, rd, model, generators, step,
+                         open_loggers(t["loggers"], rd.path, cfg, resume_step=step if res else None)))
     try:
         for start in sorted({r.step for r in runs}):  # runs at different steps: separate groups
             _train_members([r for r in runs if r.step == start], dataset, progress)
     finally:
         for r in runs:
-            r.writer.close()
+            r.loggers.close()  # finished runs closed theirs in finish(); a second close does nothing
     return [r.summary for r in runs]
 
 
@@ -100,23 +102,24 @@ def _train_members(members: list[_Run], dataset, progress: bool) -> None:
                 for j, i in enumerate(group.ids):
                     r = members[i]
                     r.last = {k: float(v[j]) / count for k, v in host.items()}
-                    record_log(r.model, dataset, r.cfg, r.run, r.writer, step, r.last, rate)
+                    record_log(r.model, dataset, r.cfg, r.run, r.loggers, step, r.last, rate)
                     r.model.train()
                 sums, count, t_last = {}, 0, time.perf_counter()
             if len(group) and due(members[0].cfg, step):
                 group.unstack()  # members hold the group's weights and optimiser states
                 for i in group.ids:
                     r = members[i]
-                    periodic_work(r.model, dataset, r.cfg, r.run, r.writer, step, r.generators)
+                    periodic_work(r.model, dataset, r.cfg, r.run, r.loggers, step, r.generators)
     finally:
         bar.close()
         for r in members:
-            r.writer.flush()
+            r.loggers.flush()
     if len(group):
         group.unstack()
     for i in group.ids:
         r = members[i]
-        r.summary = finish_run(r.model, dataset, r.cfg, r.run, step, r.generators, r.last)
+        r.summary = finish_run(r.model, dataset, r.cfg, r.run, step, r.generators, r.last, r.loggers)
+        r.loggers.finish(r.cfg, r.summary)
 
 
 def _fail(r: _Run, step: int, since: int) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from factorvae.group import autocast, configure_device
 from factorvae.io import atomic_write_json
+from factorvae.loggers import check_loggers, open_loggers
 from factorvae.metrics.suite import evaluate_model
 from factorvae.metrics.tc import model_total_correlation
 from factorvae.runs import RunDir, build_model, open_dataset, pick_device
@@ -27,6 +27,7 @@ def active_dims(kl: np.ndarray | None, threshold: float = 0.1) -> list[int]:
 def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = True, dataset=None) -> dict:
     """Train ``cfg`` into run directory ``out`` (resuming from its checkpoint); returns the summary."""
     t = cfg["train"]
+    check_loggers(t["loggers"])  # a missing tracker package fails before anything is written
     if t["threads"]:
         torch.set_num_threads(t["threads"])
     device = pick_device(t["device"])
@@ -40,7 +41,7 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
     model, generators, step = start_run(cfg, run, dataset, device, resume)
     data_gen = generators["data"]
     model.train()
-    writer = SummaryWriter(str(run.tb), purge_step=step if resume else None)
+    loggers = open_loggers(t["loggers"], run.path, cfg, resume_step=step if resume else None)
     sums: dict[str, torch.Tensor] = {}
     count, t_last, last = 0, time.perf_counter(), {}
     bar = tqdm(total=t["steps"], initial=step, desc=f"{model.name}", disable=not progress, unit="step",
@@ -60,18 +61,20 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
             if step % t["log_every"] == 0 or step == t["steps"]:
                 now = time.perf_counter()
                 last = {k: float(v) / count for k, v in sums.items()}
-                record_log(model, dataset, cfg, run, writer, step, last, count / max(now - t_last, 1e-9))
+                record_log(model, dataset, cfg, run, loggers, step, last, count / max(now - t_last, 1e-9))
                 bar.set_postfix({k: f"{last[k]:.3g}" for k in ("recon", "kl", "tc", "d_acc", "loss") if k in last})
                 sums, count, t_last = {}, 0, time.perf_counter()
-            periodic_work(model, dataset, cfg, run, writer, step, generators)
+            periodic_work(model, dataset, cfg, run, loggers, step, generators)
+    except BaseException:
+        loggers.close()
+        raise
     finally:
         bar.close()
-        writer.flush()
+        loggers.flush()
 
-    summary = finish_run(model, dataset, cfg, run, step, generators, last)
-    writer.close()
+    summary = finish_run(model, dataset, cfg, run, step, generators, last, loggers)
+    loggers.finish(cfg, summary)
     return summary
-
 
 def start_run(cfg: dict, run: RunDir, dataset, device, resume: bool):
     """Build the run's model and generators (model: its seed; data: seed + 1_000_003) and
@@ -96,26 +99,25 @@ def start_run(cfg: dict, run: RunDir, dataset, device, resume: bool):
     return model, generators, step
 
 
-def record_log(model, dataset, cfg: dict, run: RunDir, writer, step: int, last: dict, steps_per_s: float) -> None:
+def record_log(model, dataset, cfg: dict, run: RunDir, loggers, step: int, last: dict, steps_per_s: float) -> None:
     """A log step: the mean losses since the last one (``last``, completed in place with
-    true_tc when due) to metrics.jsonl and TensorBoard."""
+    true_tc when due) to metrics.jsonl and the trackers."""
     t = cfg["train"]
     if t["true_tc_every"] and step % t["true_tc_every"] == 0:  # paper Fig. 7, beside "tc"
         last["true_tc"] = log_true_tc(model, dataset, t)
     record = {"step": step, **last, "steps_per_s": steps_per_s}
     run.append_metrics(record)
-    for k, v in last.items():
-        writer.add_scalar(f"train/{k}", v, step)
+    loggers.scalars({f"train/{k}": v for k, v in last.items()}, step)
 
 
-def periodic_work(model, dataset, cfg: dict, run: RunDir, writer, step: int, generators: dict) -> None:
+def periodic_work(model, dataset, cfg: dict, run: RunDir, loggers, step: int, generators: dict) -> None:
     """Evaluation, images and checkpoint when ``step`` is due for them."""
     t = cfg["train"]
     if t["eval_every"] and step % t["eval_every"] == 0:
-        evaluate_during_training(model, dataset, cfg, step, run, writer)
+        evaluate_during_training(model, dataset, cfg, step, run, loggers)
         model.train()
     if step % t["image_every"] == 0 and step != t["steps"]:
-        write_run_images(model, dataset, run.images, step=step)
+        loggers.images(write_run_images(model, dataset, run.images, step=step), step)
         model.train()
     if step % t["ckpt_every"] == 0 or step == t["steps"]:
         run.save_checkpoint(model, step, generators)
@@ -128,11 +130,12 @@ def due(cfg: dict, step: int) -> bool:
                 or step % t["ckpt_every"] == 0 or step == t["steps"])
 
 
-def finish_run(model, dataset, cfg: dict, run: RunDir, step: int, generators: dict, last: dict) -> dict:
+def finish_run(model, dataset, cfg: dict, run: RunDir, step: int, generators: dict, last: dict, loggers) -> dict:
     """Final images, checkpoint (if none yet) and summary.json; returns the summary."""
     t = cfg["train"]
     kl = kl_per_dim(model, dataset)
     written = write_run_images(model, dataset, run.images, kl=kl)
+    loggers.images(written, step)
     if t["steps"] == 0 or not run.ckpt_path.exists():
         run.save_checkpoint(model, step, generators)
     summary = {
@@ -144,7 +147,6 @@ def finish_run(model, dataset, cfg: dict, run: RunDir, step: int, generators: di
     run.write_summary(summary)
     return summary
 
-
 def log_true_tc(model, dataset, t: dict) -> float:
     """True TC of the aggregate posterior (Section 4, Fig. 7) with its own random state."""
     tc = model_total_correlation(model, dataset, t["true_tc_samples"], t["true_tc_data"], seed=t["seed"])["true_tc"]
@@ -152,8 +154,8 @@ def log_true_tc(model, dataset, t: dict) -> float:
     return tc
 
 
-def evaluate_during_training(model, dataset, cfg, step, run: RunDir, writer) -> dict | None:
-    """Score the current model (paper Fig. 5 curves); logged to metrics.jsonl and TensorBoard."""
+def evaluate_during_training(model, dataset, cfg, step, run: RunDir, loggers) -> dict | None:
+    """Score the current model (paper Fig. 5 curves); logged to metrics.jsonl and the trackers."""
     if dataset.grid is None:
         return None
     model.eval()
@@ -166,6 +168,5 @@ def evaluate_during_training(model, dataset, cfg, step, run: RunDir, writer) -> 
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     flat[f"eval/{metric}.{k}"] = float(v)
     run.append_metrics({"step": step, **flat})
-    for k, v in flat.items():
-        writer.add_scalar(k, v, step)
+    loggers.scalars(flat, step)
     return scores

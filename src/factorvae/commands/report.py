@@ -14,7 +14,8 @@ def register(sub) -> None:
                        description="Read a sweep directory (factorvae sweep ... --out DIR) and write DIR/report/"
                                    "report.html (self-contained, images embedded), report.md and img/*.png.")
     p.add_argument("dir", help="sweep directory")
-    p.add_argument("--out", help="report directory (default DIR/report)")
+    p.add_argument("--out", help="report directory (default DIR/report): new, empty, or an earlier report's "
+                                 "(the report refuses a directory holding files it did not write)")
     p.add_argument("--metric", help="metric column for the comparison and Fig. 4 (default factor_vae.eval_accuracy)")
     p.add_argument("--tolerance", type=float, default=0.1,
                    help="β-VAE settings count as reconstructing 'similarly' when their recon error is at most "

@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--seed", help="random seed")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--eval-every", help="score the model every N steps (0: never)")
+    p.add_argument("--logger", help="experiment tracker(s), comma-separated: tensorboard (default), wandb "
+                                    "(offline unless WANDB_MODE is set), mlflow (RUN/mlruns unless "
+                                    "MLFLOW_TRACKING_URI is set), csv (RUN/metrics.csv), none")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -62,6 +65,8 @@ def build_config(args) -> dict:
             cli["train"][key] = value
     if args.device:
         cli["train"]["device"] = args.device
+    if args.logger:
+        cli["train"]["loggers"] = args.logger
     sets = parse_set(args.sets)
     # a model named on the command line starts from its own defaults, not the config's model
     if args.model and layers and layers[0].get("model", {}).get("name", args.model) != args.model:
@@ -84,12 +89,16 @@ def run(args) -> int:
         if args.dataset and args.dataset != cfg["data"]["name"]:
             raise UserError(f"{args.out} holds a run on {cfg['data']['name']!r}, not {args.dataset!r}")
         if args.config or args.sets or args.seed:
-            raise UserError("--resume continues the saved config; only --steps and --device may change")
+            raise UserError("--resume continues the saved config; only --steps, --device and --logger may change")
         steps = _number("--steps", args.steps)
         if steps is not None:
             cfg["train"]["steps"] = steps
         if args.device:
             cfg["train"]["device"] = args.device
+        if args.logger:
+            from factorvae.loggers import parse_loggers
+
+            cfg["train"]["loggers"] = parse_loggers(args.logger)
         rd.load_checkpoint()  # fail early on an unreadable checkpoint
         if steps is not None:
             from factorvae.config import resolve

@@ -17,14 +17,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from factorvae.errors import UserError
 from factorvae.io import atomic_write_text, read_json
 from factorvae.report.document import Doc
-from factorvae.report.stats import (NICE, PAPER_NOTE, PALETTE, PRIMARY, SECONDARY, _num, compare_methods,
-                                    correlations, main_score_columns, mean_curve, read_curves, settings_table,
-                                    spearman_matrix)
+from factorvae.report.output import Staging
+from factorvae.report.stats import (NICE, PAPER_NOTE, PALETTE, PRIMARY, RECON_OUTLIER, SECONDARY, _num,
+                                    compare_methods, correlations, flag_trials, hyperparameters, latent_factors,
+                                    main_score_columns, mean_curve, read_curves, settings_table, spearman_matrix)
+from factorvae.runs import RunDir
 from factorvae.sweep import aggregate, load_spec
 from factorvae.viz import plots
+from factorvae.viz.tiles import label_rows_right, save_png
 
 
 @dataclass
@@ -39,6 +44,7 @@ class _Report:
     scores: list[str]
     metric: str | None
     metrics: list[str]
+    flags: dict = field(default_factory=dict)
     doc: Doc = field(default_factory=Doc)
     images: list[Path] = field(default_factory=list)
 
@@ -72,13 +78,10 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None, metric: s
     if not (sweep_dir / "trials").is_dir() and not (sweep_dir / "sweep.json").exists():
         raise UserError(f"{sweep_dir} is not a sweep directory (no trials/ and no sweep.json); "
                         "run `factorvae sweep SPEC --out DIR` first")
+    out = Path(out) if out else sweep_dir / "report"
+    staging = Staging(out)  # refuses an --out holding anything the report did not write
     meta, sweep = _load_sweep(sweep_dir)
     rows = aggregate(sweep_dir, sweep, write=False)
-    out = Path(out) if out else sweep_dir / "report"
-    img = out / "img"
-    if img.exists():
-        shutil.rmtree(img)
-    img.mkdir(parents=True, exist_ok=True)
     name = meta.get("name") or sweep_dir.name
     finished = [r for r in rows if r.get("status") == "finished"]
     scores = main_score_columns(finished)
@@ -88,28 +91,33 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None, metric: s
         raise UserError(f"--metric {metric!r} is not a column of this sweep's results; "
                         f"metric columns: {', '.join(scores) or 'none (no evaluation yet)'}")
     metrics = list(dict.fromkeys([m for m in (metric,) if m] + [m for m in (SECONDARY,) if m in scores] + scores))
-    rep = _Report(sweep_dir, img, rows, finished, settings_table(rows, metrics), scores, metric, metrics)
-    _header(rep, name, meta)
-    counts = _status(rep)
-    cmp_ = _comparison(rep, tolerance)
-    _settings(rep)
-    _fig4(rep)
-    cur = _fig5(rep)
-    _fig7(rep, cur)
-    corr = _correlation(rep)
-    _traversals(rep, max_traversals)
-    _all_trials(rep)
+    with staging as tmp:
+        img = tmp / "img"
+        img.mkdir()
+        flags = flag_trials(rows)
+        rep = _Report(sweep_dir, img, rows, finished, settings_table(rows, metrics, flags), scores, metric, metrics,
+                      flags)
+        _header(rep, name, meta)
+        counts = _status(rep)
+        cmp_ = _comparison(rep, tolerance)
+        _settings(rep)
+        _hyperparameters(rep)
+        _fig4(rep)
+        cur = _fig5(rep)
+        _fig7(rep, cur)
+        corr = _correlation(rep)
+        _traversals(rep, max_traversals)
+        _all_trials(rep)
 
-    out.mkdir(parents=True, exist_ok=True)
-    html_path, md_path = out / "report.html", out / "report.md"
-    atomic_write_text(html_path, rep.doc.html(f"{name} — factorvae sweep report"))
-    atomic_write_text(md_path, rep.doc.markdown())
-    result = {"verdict": cmp_["verdict"] if cmp_ else None, "comparison": cmp_,
-              "correlation": {k: v for k, v in (corr or {}).items() if k not in ("x", "y")}, "counts": counts,
-              "metric": metric,
-              "groups": [{k: v for k, v in g.items() if k not in ("rows", "finished")} for g in rep.groups]}
-    atomic_write_text(out / "summary.json", json.dumps(result, indent=1, default=str))
-    return {"html": html_path, "markdown": md_path, "summary": out / "summary.json", "images": rep.images, **result}
+        atomic_write_text(tmp / "report.html", rep.doc.html(f"{name} — factorvae sweep report"))
+        atomic_write_text(tmp / "report.md", rep.doc.markdown())
+        result = {"verdict": cmp_["verdict"] if cmp_ else None, "comparison": cmp_,
+                  "correlation": {k: v for k, v in (corr or {}).items() if k not in ("x", "y")}, "counts": counts,
+                  "metric": metric, "flags": flags,
+                  "groups": [{k: v for k, v in g.items() if k not in ("rows", "finished")} for g in rep.groups]}
+        atomic_write_text(tmp / "summary.json", json.dumps(result, indent=1, default=str))
+    return {"html": out / "report.html", "markdown": out / "report.md", "summary": out / "summary.json",
+            "images": [out / "img" / p.name for p in rep.images], **result}
 
 
 def _header(rep: _Report, name: str, meta: dict) -> None:
@@ -136,6 +144,14 @@ def _status(rep: _Report) -> dict:
               "corrupt ones holding results are left for you to inspect):", "warn")
         doc.table(["trial", "status", "detail"], [[r["trial_id"], r["status"], (r.get("detail") or "")[:200]]
                                                   for r in problems[:100]])
+    if rep.flags:
+        by_id = {r.get("trial_id"): r for r in rows}
+        doc.p(f"{len(rep.flags)} trial(s) flagged: failed, collapsed (0 active dims) or reconstructing over "
+              f"{RECON_OUTLIER:g}× worse than the median of their setting's other seeds. Finished flagged trials "
+              "are still in the means below (marked there); judge them before trusting those means.", "warn")
+        doc.table(["trial", "setting", "seed", "why"],
+                  [[t, by_id[t].get("setting") or "–", _fmt(by_id[t].get("seed")), "; ".join(why)]
+                   for t, why in rep.flags.items()])
     return counts
 
 
@@ -144,7 +160,8 @@ def _comparison(rep: _Report, tolerance: float) -> dict | None:
     doc.h(2, "Does FactorVAE beat β-VAE at similar reconstruction?")
     cmp_ = compare_methods(rep.groups, metric, tolerance) if metric else None
     if cmp_:
-        doc.p(cmp_["verdict"], "verdict")
+        answer = verdict_answer(cmp_)
+        doc.p(f"{ {'yes': 'Yes', 'mixed': 'Partly', 'no': 'No'}[answer]}: {cmp_['verdict']}", f"verdict {answer}")
         doc.table(["FactorVAE", "metric", "recon", "β-VAE rival", "metric", "recon", "Δ metric", "rival kind"],
                   [[ln["factorvae"], _msd(ln["f_metric"], ln["f_std"]), f"{ln['f_recon']:.1f}", ln["betavae"],
                     _msd(ln["b_metric"], ln["b_std"]), f"{ln['b_recon']:.1f}", f"{ln['delta']:+.3f}", ln["kind"]]
@@ -158,6 +175,12 @@ def _comparison(rep: _Report, tolerance: float) -> dict | None:
     return cmp_
 
 
+def verdict_answer(cmp_: dict) -> str:
+    """The verdict box's class and colour: yes (every FactorVAE setting beats its β-VAE rivals,
+    green), mixed (some, amber), no (none, red)."""
+    return "yes" if cmp_["wins"] == cmp_["total"] else ("no" if cmp_["wins"] == 0 else "mixed")
+
+
 def _settings(rep: _Report) -> None:
     doc = rep.doc
     doc.h(2, "Results per setting (mean ± std over seeds)")
@@ -168,7 +191,8 @@ def _settings(rep: _Report) -> None:
         lp = _pm(g, "analysis.log_px", 1)
         if g.get("log_px_k") and lp != "–":
             lp += f" (K={g['log_px_k']})"
-        table.append([g["method"], g["label"], f"{g['n']}/{g['total']}"] + [_pm(g, m) for m in rep.metrics]
+        seeds = f"{g['n']}/{g['total']}" + (f" ({g['flagged']} flagged)" if g.get("flagged") else "")
+        table.append([g["method"], g["label"], seeds] + [_pm(g, m) for m in rep.metrics]
                      + [_pm(g, "recon", 1), _pm(g, "analysis.true_tc", 2), _pm(g, "final.tc", 2), lp,
                         _pm(g, "active_dims", 1)])
     doc.table(heads, table)
@@ -176,6 +200,18 @@ def _settings(rep: _Report) -> None:
           "per image, as the training loss); true TC: Monte Carlo over the aggregate posterior (metrics/tc.py); "
           "disc. TC: the discriminator's estimate, mean over the last logging window; log p(x): importance-"
           "sampled (IWAE) bound with K samples per image; active dims: KL > 0.1 nats.", "note")
+
+
+def _hyperparameters(rep: _Report) -> None:
+    rep.doc.h(2, "Hyper-parameters of each setting")
+    varying, values, shared = hyperparameters(rep.groups)
+    if not rep.groups:
+        rep.doc.p("No setting yet.", "note")
+        return
+    rep.doc.table(["method", "setting"] + varying,
+                  [[g["method"], g["label"]] + [_fmt(v) for v in vals] for g, vals in zip(rep.groups, values)])
+    if shared:
+        rep.doc.p("Shared by every setting: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shared.items()) + ".", "note")
 
 
 def _fig4(rep: _Report) -> None:
@@ -264,8 +300,8 @@ def _correlation(rep: _Report) -> dict | None:
         mat = spearman_matrix(rep.finished, scores)
         if mat:
             doc.p("Spearman rank correlation between all metrics (finished trials):")
-            doc.table([""] + [s.split(".")[0] for s in scores],
-                      [[scores[i].split(".")[0]] + [_fmt(v, 2) for v in row] for i, row in enumerate(mat)])
+            doc.table([""] + [NICE.get(s, s) for s in scores],
+                      [[NICE.get(scores[i], scores[i])] + [_fmt(v, 2) for v in row] for i, row in enumerate(mat)])
     return corr
 
 
@@ -279,15 +315,33 @@ def _traversals(rep: _Report, max_traversals: int) -> None:
         key = (lambda r: -(_num(r.get(metric)) or -math.inf)) if metric and any(
             _num(r.get(metric)) is not None for r in g["finished"]) else (lambda r: _num(r.get("recon")) or math.inf)
         best = sorted(g["finished"], key=key)[0]
-        src = rep.sweep_dir / best["dir"] / "images" / "traversal_ref0.png"
+        images = rep.sweep_dir / best["dir"] / "images"
+        src = images / "traversal_ref0.png"
         if not src.exists():
             continue
+        run = RunDir(rep.sweep_dir / best["dir"])
+        factors, source = latent_factors(run.read_eval())
         dst = rep.img / f"traversal_{_slug(best['trial_id'])}.png"
-        shutil.copyfile(src, dst)
+        z_dim = _num(best.get("model.z_dim"))
+        labelled = None
+        if factors is not None and z_dim == len(factors):
+            with Image.open(src) as im:
+                labelled = label_rows_right(im, len(factors), [f or "–" for f in factors])
+        if labelled is not None:
+            save_png(labelled, dst)
+        else:
+            shutil.copyfile(src, dst)
         score = f"{NICE.get(metric, metric)} {_fmt(_num(best.get(metric)))}, " if metric else ""
+        mapping = (f" Right of each row: the factor that latent captures ({source}; – none): "
+                   + ", ".join(f"z{j} {f or '–'}" for j, f in enumerate(factors)) + "." if factors else "")
         rep.figure(dst, f"{g['method_label']} {g['label']}, seed {best.get('seed')} ({score}recon "
-                        f"{_fmt(_num(best.get('recon')), 4)}): rows = latent dims (labelled with their KL), "
-                        "columns = value from -2 to 2.")
+                        f"{_fmt(_num(best.get('recon')), 4)}): rows = latent dims (left: their KL in nats), "
+                        f"columns = value from -2 to 2.{mapping}")
+        if (images / "reconstructions.png").exists():
+            rdst = rep.img / f"reconstructions_{_slug(best['trial_id'])}.png"
+            shutil.copyfile(images / "reconstructions.png", rdst)
+            rep.figure(rdst, f"{g['method_label']} {g['label']}, seed {best.get('seed')}: data (top row) and "
+                             "reconstructions (bottom row, decoder means of the encoder means).")
         shown += 1
     if not shown:
         rep.doc.p("No finished trial with traversal images yet.", "note")
@@ -296,10 +350,15 @@ def _traversals(rep: _Report, max_traversals: int) -> None:
 def _all_trials(rep: _Report) -> None:
     doc = rep.doc
     doc.h(2, "All trials")
-    cols = [c for c in (rep.metric, SECONDARY, "recon", "analysis.true_tc", "analysis.log_px") if c]
-    doc.table(["trial", "status", "seed"] + [NICE.get(c, c) for c in cols] + ["time (s)"],
-              [[r["trial_id"], r["status"], _fmt(r.get("seed"))] + [_fmt(_num(r.get(c)), 4) for c in cols]
-               + [_fmt(_num(r.get("seconds")), 4)] for r in rep.rows[:1000]])
+    cols = list(dict.fromkeys(c for c in (rep.metric, SECONDARY, *rep.scores, "recon", "analysis.true_tc",
+                                          "analysis.log_px", "active_dims") if c))
+    units = {"recon": " (nats)", "analysis.true_tc": " (nats)", "analysis.log_px": " (nats)"}
+    doc.table(["trial", "setting", "seed", "status"] + [NICE.get(c, c) + units.get(c, "") for c in cols]
+              + ["training time (s)", "flagged"],
+              [[r["trial_id"], r.get("setting") or "–", _fmt(r.get("seed")), r["status"]]
+               + [_fmt(_num(r.get(c)), 4) for c in cols] + [_fmt(_num(r.get("seconds")), 4),
+                                                            "; ".join(rep.flags.get(r["trial_id"], [])) or ""]
+               for r in rep.rows[:1000]])
     doc.p(f"Full table (every config value and metric as a column): {rep.sweep_dir / 'results.csv'} and "
           f"{rep.sweep_dir / 'results.parquet'}.", "note")
 

@@ -1,4 +1,8 @@
-"""A tiny document model rendered to both HTML (self-contained, images embedded) and Markdown."""
+"""A tiny document model rendered to both HTML (self-contained, images embedded) and Markdown.
+
+Text comes from spec names, labels and error messages, so both renderings escape it: HTML with
+``html.escape``; Markdown likewise (Markdown passes raw HTML through to the page), plus the
+characters that would end a table cell, a link text or a line."""
 
 from __future__ import annotations
 
@@ -36,7 +40,9 @@ class Doc:
                  "figure{display:inline-block;margin:0.5em;vertical-align:top}figcaption{font-size:12px;color:#555;"
                  "max-width:640px}img{max-width:100%}.note{color:#666;font-size:13px}.verdict{font-size:16px;"
                  "background:#eef6ee;padding:0.6em;border-left:4px solid #4a4}.warn{background:#fff4e5;padding:0.5em;"
-                 "border-left:4px solid #e90}pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}</style></head><body>"]
+                 "border-left:4px solid #e90}.verdict.yes{background:#e6f4e6;border-color:#2a2}"
+                 ".verdict.mixed{background:#fff4e0;border-color:#e90}.verdict.no{background:#fbe9e9;border-color:#c33}"
+                 "pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}</style></head><body>"]
         for b in self.blocks:
             if b[0] == "h":
                 parts.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
@@ -61,18 +67,25 @@ class Doc:
         out = []
         for b in self.blocks:
             if b[0] == "h":
-                out.append("#" * b[1] + " " + b[2] + "\n")
+                out.append("#" * b[1] + " " + _md(b[2]) + "\n")
             elif b[0] == "p":
-                out.append(("> " if b[2] in ("verdict", "warn") else "") + b[1] + "\n")
+                out.append(("> " if b[2].split(" ")[0] in ("verdict", "warn") else "") + _md(b[1]) + "\n")
             elif b[0] == "code":
-                out.append("```\n" + b[1] + "\n```\n")
+                out.append("~~~\n" + b[1].replace("~~~", "~ ~ ~") + "\n~~~\n")
             elif b[0] == "table":
-                esc = [str(h).replace("|", "\\|") for h in b[1]]
-                out.append("| " + " | ".join(esc) + " |")
-                out.append("|" + "---|" * len(esc))
+                out.append("| " + " | ".join(_md(h, cell=True) for h in b[1]) + " |")
+                out.append("|" + "---|" * len(b[1]))
                 for r in b[2]:
-                    out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
+                    out.append("| " + " | ".join(_md(c, cell=True) for c in r) + " |")
                 out.append("")
             elif b[0] == "img":
-                out.append(f"![{b[2]}]({b[3]})\n\n*{b[2]}*\n")
+                alt = _md(b[2]).replace("[", "\\[").replace("]", "\\]")
+                out.append(f"![{alt}]({b[3]})\n\n*{_md(b[2])}*\n")
         return "\n".join(out)
+
+
+def _md(text, cell: bool = False) -> str:
+    """``text`` safe in Markdown: HTML escaped (Markdown renders raw HTML), on one line; in a
+    table cell ``|`` escaped too."""
+    s = html.escape(" ".join(str(text).splitlines()), quote=False)
+    return s.replace("|", "\\|") if cell else s

@@ -29,7 +29,16 @@ MAIN_SCORES = {
     "modularity_explicitness": ["modularity_score"],
 }
 NICE = {"factor_vae.eval_accuracy": "FactorVAE metric", "beta_vae.eval_accuracy": "Higgins (β-VAE) metric",
-        "recon": "reconstruction error", "analysis.true_tc": "true TC", "final.tc": "discriminator TC"}
+        "mig.discrete_mig": "MIG", "dci.disentanglement": "DCI disentanglement", "sap.SAP_score": "SAP",
+        "sap.sap_score": "SAP", "modularity_explicitness.modularity_score": "modularity",
+        "recon": "reconstruction error", "analysis.true_tc": "true TC", "final.tc": "discriminator TC",
+        "analysis.log_px": "log p(x)", "active_dims": "active dims"}
+#: a finished trial is flagged when its reconstruction error exceeds this multiple of the median
+#: of its setting's other finished seeds (a diverged or collapsed seed, not seed-to-seed noise)
+RECON_OUTLIER = 1.5
+#: config keys that describe the machine or the seed, not a setting: left out of the hyper-parameters
+NOT_HYPERPARAMETERS = {"train.seed", "train.device", "train.threads", "train.loggers", "data.cache_dir",
+                       "data.path", "train.log_every", "train.ckpt_every", "train.image_every"}
 BETA_FAMILY = ("betavae", "vae")
 PAPER_NOTE = ("Paper (2D Shapes, 3e5 steps, 10 seeds; spec §4): FactorVAE γ=40 → metric ≈ 0.82, β-VAE β=4 → ≈ 0.73, "
               "reconstruction error ≈ 45; FactorVAE/Higgins metric correlation: Pearson 0.404, Kendall 0.310, "
@@ -66,8 +75,10 @@ def main_score_columns(rows: list[dict]) -> list[str]:
     return out
 
 
-def settings_table(rows: list[dict], metrics: list[str]) -> list[dict]:
-    """One entry per setting: counts and mean ± std over its finished seeds."""
+def settings_table(rows: list[dict], metrics: list[str], flags: dict | None = None) -> list[dict]:
+    """One entry per setting: counts and mean ± std over its finished seeds (flagged ones
+    included and counted: ``flags`` from ``flag_trials``)."""
+    flags = flags or {}
     groups: dict[str, list[dict]] = {}
     for r in rows:
         if r.get("setting"):
@@ -88,7 +99,8 @@ def settings_table(rows: list[dict], metrics: list[str]) -> list[dict]:
             label = re.sub(rf"(^|\s){k}=", rf"\g<1>{g}=", label)
         g = {"setting": setting, "method": method, "label": label or method, "order": _num(first),
              "method_label": rs[0].get("method_label") or method,
-             "n": len(done), "total": len(rs), "rows": rs, "finished": done}
+             "n": len(done), "total": len(rs), "rows": rs, "finished": done,
+             "flagged": sum(bool(flags.get(r.get("trial_id"))) for r in done)}
         for col in metrics + ["recon", "analysis.true_tc", "final.tc", "analysis.log_px", "active_dims"]:
             m, s, n = _mean_std(r.get(col) for r in done)
             g[f"{col}:mean"], g[f"{col}:std"], g[f"{col}:n"] = m, s, n
@@ -97,6 +109,67 @@ def settings_table(rows: list[dict], metrics: list[str]) -> list[dict]:
         out.append(g)
     out.sort(key=lambda g: (g["method"], g["order"] if g["order"] is not None else math.inf, g["setting"]))
     return out
+
+
+def flag_trials(rows: list[dict]) -> dict[str, list[str]]:
+    """{trial_id: reasons} for the trials a mean over seeds should not hide: failed ones,
+    collapsed ones (no active latent dimension: every KL(q(z_j|x) || p(z_j)) <= 0.1 nats) and
+    ones whose reconstruction error is over RECON_OUTLIER times the median of their setting's
+    other finished seeds."""
+    out: dict[str, list[str]] = {}
+    peers: dict[str, list[tuple[str, float]]] = {}
+    for r in rows:
+        tid = r.get("trial_id")
+        if r.get("status") == "failed":
+            out.setdefault(tid, []).append("failed: " + (str(r.get("detail") or "").splitlines() or ["?"])[0][:120])
+        if r.get("status") != "finished":
+            continue
+        if _num(r.get("active_dims")) == 0:
+            out.setdefault(tid, []).append("collapsed: 0 active dims (no latent's KL above 0.1 nats)")
+        if _num(r.get("recon")) is not None and r.get("setting"):
+            peers.setdefault(r["setting"], []).append((tid, _num(r.get("recon"))))
+    for setting, vals in peers.items():
+        for tid, v in vals:
+            others = [x for t, x in vals if t != tid]
+            if others and v > RECON_OUTLIER * float(np.median(others)) > 0:
+                out.setdefault(tid, []).append(f"recon {v:.1f} is {v / float(np.median(others)):.1f}× the median "
+                                               f"of its setting's other seeds ({float(np.median(others)):.1f})")
+    return out
+
+
+def hyperparameters(groups: list[dict]) -> tuple[list[str], list[list], dict]:
+    """Every setting's configuration: (keys that differ between settings, one row of their values
+    per setting, {key: value} shared by all settings)."""
+    configs = []
+    for g in groups:
+        r = g["rows"][0]
+        configs.append({k: v for k, v in r.items() if k.split(".")[0] in ("model", "optim", "train", "data")
+                        and k not in NOT_HYPERPARAMETERS})
+    keys = sorted({k for c in configs for k in c})
+    varying = [k for k in keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]
+    shared = {k: configs[0].get(k) for k in keys if k not in varying} if configs else {}
+    return varying, [[c.get(k) for k in varying] for c in configs], shared
+
+
+def latent_factors(ev: dict | None) -> tuple[list[str | None] | None, str]:
+    """The factor each latent captures, from a trial's eval.json: the FactorVAE metric's
+    majority-vote classifier (Kim & Mnih 2018, Section 4: the factor whose fixing most often
+    leaves that latent with the least variance), else the factor with which the latent shares the
+    most mutual information (MIG, Chen et al. 2018), else None."""
+    ev = ev or {}
+    fv = ev.get("factor_vae") if isinstance(ev.get("factor_vae"), dict) else {}
+    if isinstance(fv.get("latent_factor"), list) and any(fv["latent_factor"]):
+        return [f if isinstance(f, str) else None for f in fv["latent_factor"]], "FactorVAE metric's majority vote"
+    mig = ev.get("mig") if isinstance(ev.get("mig"), dict) else {}
+    mi, names = mig.get("mutual_info"), list((mig.get("gap_per_factor") or {}).keys())
+    try:
+        m = np.asarray(mi, dtype=float)
+        if m.ndim == 2 and m.shape[1] == len(names) and m.size:
+            return [names[int(np.argmax(row))] if row.max() > 0.01 else None for row in m], \
+                "highest mutual information, MIG"
+    except (TypeError, ValueError):
+        pass
+    return None, ""
 
 
 def compare_methods(groups: list[dict], metric: str, tolerance: float = 0.1) -> dict | None:

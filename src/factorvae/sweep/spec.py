@@ -37,8 +37,8 @@ EVAL_DEFAULTS: dict = {
     "log_likelihood": {"images": 256, "samples": 100},
 }
 #: keys that describe the machine, not the experiment: left out of the trial hash
-MACHINE_KEYS = (("train", "device"), ("train", "threads"), ("data", "cache_dir"), ("train", "group_strategy"),
-                ("train", "compile"))
+MACHINE_KEYS = (("train", "device"), ("train", "threads"), ("train", "loggers"), ("data", "cache_dir"),
+                ("train", "group_strategy"), ("train", "compile"))
 
 
 @dataclass

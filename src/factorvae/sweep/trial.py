@@ -14,10 +14,11 @@ import torch
 
 from factorvae.group_train import evaluate_group, train_group
 from factorvae.io import atomic_write_json
+from factorvae.loggers import log_scores
 from factorvae.methods.base import GaussianVAEBase
 from factorvae.metrics.likelihood import estimate_log_likelihood
 from factorvae.metrics.recon import reconstruction_error
-from factorvae.metrics.suite import evaluate_model
+from factorvae.metrics.suite import evaluate_model, headline
 from factorvae.metrics.tc import model_total_correlation
 from factorvae.runs import RunDir, load_run, open_dataset
 from factorvae.sweep.spec import Trial
@@ -227,4 +228,6 @@ def evaluate_trial(d: Path, trial: Trial, dataset, scores: dict | None = None) -
                                                     ev["log_likelihood"]["samples"], seed=ev["seed"]))
     analysis["seconds"] = {"metrics": round(t_metrics, 2), "analysis": round(time.time() - t0 - t_metrics, 2)}
     atomic_write_json(d / "analysis.json", analysis)
+    log_scores(d, run.config, run.step, {**headline(scores), **{k: v for k, v in analysis.items() if k in (
+        "recon", "true_tc", "log_px") and isinstance(v, (int, float))}})  # TensorBoard HParams of the sweep
     return analysis

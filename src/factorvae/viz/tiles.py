@@ -56,3 +56,21 @@ def grid_image(images: np.ndarray, nrow: int, pad: int = 2, labels: list[str] | 
 def save_png(img: Image.Image, path: Path) -> Path:
     atomic_write(path, lambda f: img.save(f, format="PNG"))
     return path
+
+
+def label_rows_right(img: Image.Image, rows: int, labels: list[str], pad: int = 2, fill: int = 128) -> Image.Image | None:
+    """``img`` (a sheet of ``rows`` equal rows of tiles with ``pad`` pixels around them, as
+    ``tile`` draws) with ``labels[r]`` in a margin right of row r; None when the image is not
+    such a sheet."""
+    height = img.height - pad
+    if rows < 1 or len(labels) != rows or height % rows or height // rows <= pad:
+        return None
+    row_h = height // rows
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = int(max(measure.textlength(t) for t in labels)) + 10
+    out = Image.new("RGB", (img.width + width, img.height), (fill, fill, fill))
+    out.paste(img.convert("RGB"), (0, 0))
+    draw = ImageDraw.Draw(out)
+    for r, text in enumerate(labels):
+        draw.text((img.width + 4, pad + r * row_h + (row_h - pad) // 2 - 6), text, fill=(255, 255, 255))
+    return out

@@ -19,7 +19,8 @@ STEPS=${STEPS:-2000}
 GROUP=${GROUP:-8}
 DATA=${DATA:-dsprites}
 THREADS=${THREADS:-0}
-LIMIT=${LIMIT:-150}                         # seconds per benchmark invocation
+LIMIT=${LIMIT:-150}                         # seconds per benchmark invocation (the sweeps: twice)
+COMPILE_LIMIT=${COMPILE_LIMIT:-240}         # torch.compile's first compilation is slow
 WORK=${WORK:-$(mktemp -d)}                  # sweep directories (checkpoints stay off $OUT)
 export FACTORVAE_CACHE=${FACTORVAE_CACHE:-$WORK/cache}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -42,7 +43,8 @@ for variant in "fp32:" "compile:--compile" "bf16:--precision bf16"; do
   name=${variant%%:*}; flags=${variant#*:}
   step "train_speed $name (models $MODELS)"
   # shellcheck disable=SC2086  # flags are words
-  timeout "$LIMIT" "$PYTHON" benchmarks/train_speed.py --device "$DEVICE" --models "$MODELS" --strategies vmap \
+  limit=$LIMIT; [ "$name" = compile ] && limit=$COMPILE_LIMIT
+  timeout "$limit" "$PYTHON" benchmarks/train_speed.py --device "$DEVICE" --models "$MODELS" --strategies vmap \
     --repeats "$REPEATS" --data "$DATA" "${thr[@]}" $flags > "$OUT/train_speed_$name.txt" 2>&1 \
     || { echo "train_speed $name: exit $?" | tee -a "$OUT/log.txt"; status=1; }
 done

@@ -123,3 +123,13 @@ def test_trial_ids_keep_their_value_at_the_default_precision_and_change_with_bf1
     assert load_spec(s).trials[0].id != trial.id
     s["base"]["train"]["precision"] = "fp32"
     assert load_spec(s).trials[0].id == trial.id
+
+
+def test_a_group_without_metrics_finishes(tmp_path):
+    s = spec(steps=2)
+    s["methods"] = s["methods"][:1]
+    s["eval"] = {"metrics": [], "recon_images": 8, "true_tc": None, "log_likelihood": None}
+    outcome = run_sweep(load_spec(s), tmp_path / "out", workers=0, progress=False, log=None, group_size=2)
+    assert [r["status"] for r in outcome.results] == ["finished", "finished"], outcome.results
+    assert all(json.loads((tmp_path / "out" / "trials" / r["id"] / "eval.json").read_text())["run"]["step"] == 2
+               for r in outcome.results)

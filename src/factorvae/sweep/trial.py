@@ -211,7 +211,8 @@ def evaluate_trial(d: Path, trial: Trial, dataset, scores: dict | None = None) -
     t0 = time.time()
     if scores is None and ev["metrics"] != [] and dataset.grid is not None:
         scores = evaluate_model(model, dataset, preset=ev["preset"], seed=ev["seed"], metrics=ev["metrics"])
-    RunDir(d).write_eval(scores or {}, run.config, run.step)
+    scores = scores or {}
+    RunDir(d).write_eval(scores, run.config, run.step)
     t_metrics = time.time() - t0
     analysis: dict = {"eval_hash": trial.eval_hash, "eval": ev, "step": run.step}
     if not isinstance(model, GaussianVAEBase):  # the analyses need q(z|x) Gaussian and p(x|z) Bernoulli

@@ -3,7 +3,7 @@ networks, one at a time and as vectorised groups (factorvae.group), and the shar
 spent outside forward/backward/optimiser (data, logging).
 
     python benchmarks/train_speed.py [--models 1,4] [--device cpu|cuda] [--threads N] [--repeats 5]
-                                     [--precision fp32|bf16] [--data dsprites] [--loop --steps 200]
+                                     [--precision fp32|bf16] [--compile] [--data dsprites] [--loop --steps 200]
                                      [--log-every N] [--keep-freed-memory]
 
 Method:
@@ -154,7 +154,7 @@ def group_configs(name: str, n: int, device, extra: dict) -> list[dict]:
 
 
 def time_groups(name: str, sizes: list[int], strategies: list[str], dataset, device, repeats: int,
-                precision: str, window: int = 10) -> dict:
+                precision: str, window: int = 10, compile: bool = False) -> dict:
     """Median seconds per step of the single-run path and of a group of each size."""
     runners = {}
     cfg = group_configs(name, 1, device, {})[0]
@@ -174,7 +174,7 @@ def time_groups(name: str, sizes: list[int], strategies: list[str], dataset, dev
         for strategy in strategies:
             members = [build_model(c, dataset.channels, device)[0] for c in group_configs(name, n, device, {})]
             group = RunGroup(members, [torch.Generator(device=device).manual_seed(100 + i) for i in range(n)],
-                             precision=precision, strategy=strategy)
+                             precision=precision, strategy=strategy, compile=compile)
             runners[(n, group.strategy)] = lambda group=group: group.step(*group.sample(dataset, 64))
     times: dict = {k: [] for k in runners}
     for key, fn in runners.items():
@@ -200,12 +200,13 @@ def report_groups(args, dataset, device) -> None:
     strategies = args.strategies.split(",")
     if any(v not in STRATEGIES for v in strategies):
         raise SystemExit(f"--strategies: choose from {STRATEGIES}")
-    print(f"precision {args.precision}; median of {args.repeats} windows of 10 steps per configuration, "
+    print(f"precision {args.precision}; compile {args.compile}; median of {args.repeats} windows of 10 steps per configuration, "
           f"interleaved; batch 64 per run")
     print(f"{'model':<10} {'runs':>13} {'ms/step':>8} {'per-run steps/s':>15} {'aggregate':>10} {'peak memory':>14}")
     agg: dict = {}
     for name in MODELS:
-        res = time_groups(name, sizes, strategies, dataset, device, args.repeats, args.precision)
+        res = time_groups(name, sizes, strategies, dataset, device, args.repeats, args.precision,
+                          compile=args.compile)
         for key, (sec, mem) in res.items():
             n = 1 if key == "single" else key[0]
             label = "1 alone" if key == "single" else f"group {n} {key[1]}"
@@ -224,6 +225,7 @@ def main():
     ap.add_argument("--models", default="1,4", help="group sizes to time, e.g. 1,4 or 1,8,32")
     ap.add_argument("--strategies", default="auto", help="group strategies to time: auto, vmap, loop (comma list)")
     ap.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the groups' vmapped phases (CUDA: CUDA graphs)")
     ap.add_argument("--data", default="dsprites", help="data set (toy: same 1x64x64 images, no cache to build)")
     ap.add_argument("--loop", action="store_true", help="also time the trainer loop and its overhead")
     ap.add_argument("--steps", type=int, default=200, help="trainer steps timed per model (after 5 warm-up)")

@@ -46,6 +46,11 @@ DEFAULTS: dict = {
         "true_tc_every": 0,
         "true_tc_samples": 1000,
         "true_tc_data": 0,
+        # fp32 or bf16 (autocast of forward/backward; weights and optimiser state stay fp32)
+        "precision": "fp32",
+        # how a group of runs steps (factorvae.group): auto (vmap on CUDA, loop on CPU), vmap, loop
+        "group_strategy": "auto",
+        "compile": False,  # torch.compile the grouped step (CUDA: CUDA graphs)
     },
 }
 #: the keys of every optimiser section (``make_adam``)
@@ -151,6 +156,10 @@ def resolve(*layers: dict) -> dict:
     t["loggers"] = parse_loggers(t["loggers"])
     for key in ("true_tc_every", "true_tc_samples", "true_tc_data"):
         t[key] = check_number("train", key, t[key], minimum=0, integer=True)
+    for key, allowed in (("precision", ("fp32", "bf16")), ("group_strategy", ("auto", "vmap", "loop")),
+                         ("compile", (False, True))):
+        if t[key] not in allowed:
+            raise UserError(f"train.{key} must be one of {', '.join(map(str, allowed))}, got {t[key]!r}")
     info = get_dataset_info(str(cfg["data"]["name"]))
     ch = cfg["data"]["channels"]
     if ch is not None and (ch not in (1, 3, "auto") or info.grid is not None):

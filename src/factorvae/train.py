@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from factorvae.group import autocast, configure_device
 from factorvae.io import atomic_write_json
 from factorvae.loggers import check_loggers, open_loggers
 from factorvae.metrics.suite import evaluate_model
@@ -40,6 +41,49 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
     if dataset.grid is None:
         cfg["data"]["channels"] = dataset.channels  # what "auto" chose, for load_run
     dataset.to(device)
+    configure_device(device)
+    model, generators, step = start_run(cfg, run, dataset, device, resume)
+    data_gen = generators["data"]
+    model.train()
+    loggers = open_loggers(t["loggers"], run.path, cfg, resume_step=step if resume else None)
+    sums: dict[str, torch.Tensor] = {}
+    count, t_last, last = 0, time.perf_counter(), {}
+    bar = tqdm(total=t["steps"], initial=step, desc=f"{model.name}", disable=not progress, unit="step",
+               dynamic_ncols=True)
+    try:
+        while step < t["steps"]:
+            x1 = dataset.sample_batch(t["batch_size"], data_gen)
+            x2 = (dataset.sample_batch(t["batch_size"] * model.second_batches, data_gen)
+                  if model.needs_second_batch else None)
+            with autocast(device, t["precision"]):
+                logs = model.train_step(x1, x2, step)
+            step += 1
+            for k, v in logs.items():  # summed on the device: no sync per step
+                sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
+            count += 1
+            bar.update(1)
+            if step % t["log_every"] == 0 or step == t["steps"]:
+                now = time.perf_counter()
+                last = {k: float(v) / count for k, v in sums.items()}
+                record_log(model, dataset, cfg, run, loggers, step, last, count / max(now - t_last, 1e-9))
+                bar.set_postfix({k: f"{last[k]:.3g}" for k in ("recon", "kl", "tc", "d_acc", "loss") if k in last})
+                sums, count, t_last = {}, 0, time.perf_counter()
+            periodic_work(model, dataset, cfg, run, loggers, step, generators)
+    except BaseException:
+        loggers.close()
+        raise
+    finally:
+        bar.close()
+        loggers.flush()
+
+    summary = finish_run(model, dataset, cfg, run, step, generators, last, loggers)
+    loggers.finish(cfg, summary)
+    return summary
+
+def start_run(cfg: dict, run: RunDir, dataset, device, resume: bool):
+    """Build the run's model and generators (model: its seed; data: seed + 1_000_003) and
+    restore them from the checkpoint, or start the run directory; returns (model, generators, step)."""
+    t = cfg["train"]
     model, model_gen = build_model(cfg, dataset.channels, device)
     if hasattr(model, "set_dataset_size"):
         model.set_dataset_size(len(dataset))
@@ -56,48 +100,43 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
         run.write_config(cfg)
         if "official_file" in dataset.info:  # beside config.yaml: whether --data-path is the published file
             atomic_write_json(run.path / "data.json", {k: dataset.info[k] for k in ("source", "official_file")})
-    model.train()
-    loggers = open_loggers(t["loggers"], run.path, cfg, resume_step=step if resume else None)
-    sums: dict[str, torch.Tensor] = {}
-    count, t_last, last = 0, time.perf_counter(), {}
-    bar = tqdm(total=t["steps"], initial=step, desc=f"{model.name}", disable=not progress, unit="step",
-               dynamic_ncols=True)
-    try:
-        while step < t["steps"]:
-            x1 = dataset.sample_batch(t["batch_size"], data_gen)
-            x2 = (dataset.sample_batch(t["batch_size"] * model.second_batches, data_gen)
-                  if model.needs_second_batch else None)
-            logs = model.train_step(x1, x2, step)
-            step += 1
-            for k, v in logs.items():  # summed on the device: no sync per step
-                sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
-            count += 1
-            bar.update(1)
-            if step % t["log_every"] == 0 or step == t["steps"]:
-                now = time.perf_counter()
-                last = {k: float(v) / count for k, v in sums.items()}
-                if t["true_tc_every"] and step % t["true_tc_every"] == 0:  # paper Fig. 7, beside "tc"
-                    last["true_tc"] = log_true_tc(model, dataset, t)
-                record = {"step": step, **last, "steps_per_s": count / max(now - t_last, 1e-9)}
-                run.append_metrics(record)
-                loggers.scalars({f"train/{k}": v for k, v in last.items()}, step)
-                bar.set_postfix({k: f"{last[k]:.3g}" for k in ("recon", "kl", "tc", "d_acc", "loss") if k in last})
-                sums, count, t_last = {}, 0, time.perf_counter()
-            if t["eval_every"] and step % t["eval_every"] == 0:
-                evaluate_during_training(model, dataset, cfg, step, run, loggers)
-                model.train()
-            if step % t["image_every"] == 0 and step != t["steps"]:
-                loggers.images(write_run_images(model, dataset, run.images, step=step), step)
-                model.train()
-            if step % t["ckpt_every"] == 0 or step == t["steps"]:
-                run.save_checkpoint(model, step, generators)
-    except BaseException:
-        loggers.close()
-        raise
-    finally:
-        bar.close()
-        loggers.flush()
+    return model, generators, step
 
+
+def record_log(model, dataset, cfg: dict, run: RunDir, loggers, step: int, last: dict, steps_per_s: float) -> None:
+    """A log step: the mean losses since the last one (``last``, completed in place with
+    true_tc when due) to metrics.jsonl and the trackers."""
+    t = cfg["train"]
+    if t["true_tc_every"] and step % t["true_tc_every"] == 0:  # paper Fig. 7, beside "tc"
+        last["true_tc"] = log_true_tc(model, dataset, t)
+    record = {"step": step, **last, "steps_per_s": steps_per_s}
+    run.append_metrics(record)
+    loggers.scalars({f"train/{k}": v for k, v in last.items()}, step)
+
+
+def periodic_work(model, dataset, cfg: dict, run: RunDir, loggers, step: int, generators: dict) -> None:
+    """Evaluation, images and checkpoint when ``step`` is due for them."""
+    t = cfg["train"]
+    if t["eval_every"] and step % t["eval_every"] == 0:
+        evaluate_during_training(model, dataset, cfg, step, run, loggers)
+        model.train()
+    if step % t["image_every"] == 0 and step != t["steps"]:
+        loggers.images(write_run_images(model, dataset, run.images, step=step), step)
+        model.train()
+    if step % t["ckpt_every"] == 0 or step == t["steps"]:
+        run.save_checkpoint(model, step, generators)
+
+
+def due(cfg: dict, step: int) -> bool:
+    """Whether ``periodic_work`` has anything to do at ``step`` (a group unstacks only then)."""
+    t = cfg["train"]
+    return bool((t["eval_every"] and step % t["eval_every"] == 0) or step % t["image_every"] == 0
+                or step % t["ckpt_every"] == 0 or step == t["steps"])
+
+
+def finish_run(model, dataset, cfg: dict, run: RunDir, step: int, generators: dict, last: dict, loggers) -> dict:
+    """Final images, checkpoint (if none yet) and summary.json; returns the summary."""
+    t = cfg["train"]
     kl = kl_per_dim(model, dataset)
     written = write_run_images(model, dataset, run.images, kl=kl)
     loggers.images(written, step)
@@ -112,9 +151,7 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
         "images": written, "run_dir": str(run.path),
     }
     run.write_summary(summary)
-    loggers.finish(cfg, summary)
     return summary
-
 
 def log_true_tc(model, dataset, t: dict) -> float:
     """True TC of the aggregate posterior (Section 4, Fig. 7) with its own random state."""

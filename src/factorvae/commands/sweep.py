@@ -40,6 +40,9 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per trial (default: the spec's train.threads, else cores / workers); "
                         "1 is often fastest on a shared machine")
+    p.add_argument("--group-size", default="auto", metavar="N",
+                   help="train up to N trials that differ only in seed and the method's hyper-parameters as one "
+                        "vectorised group in one worker (default auto: 1 on a CPU, sized from GPU memory on CUDA)")
     p.add_argument("--only", metavar="TEXT", help="run only trials whose id contains TEXT")
     p.add_argument("--dry-run", action="store_true", help="list the trials and their status; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -48,6 +51,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from factorvae.sweep import inspect_trial, load_spec, run_sweep
+    from factorvae.sweep.packing import parse_group_size
     from factorvae.sweep.slurm import SlurmOptions
 
     sweep = load_spec(args.spec)
@@ -65,6 +69,7 @@ def run(args) -> int:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    group_size = parse_group_size(args.group_size)
     if args.dry_run:
         out = Path(args.out)
         print(f"sweep {sweep.name}: {len(sweep.trials)} trial(s)")
@@ -76,7 +81,7 @@ def run(args) -> int:
         return 0
     outcome = run_sweep(sweep, args.out, workers=args.workers, ray_address=args.ray,
                         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                        progress=not args.no_progress, only=args.only, threads=args.threads,
+                        progress=not args.no_progress, only=args.only, threads=args.threads, group_size=group_size,
                         slurm=SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_executor) if args.slurm else None)
     counts = outcome.counts()
     print(f"\nsweep {sweep.name}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))

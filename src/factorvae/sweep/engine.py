@@ -9,8 +9,8 @@ Layout of a sweep directory ``DIR``::
     DIR/results.csv, DIR/results.parquet   one row per trial (factorvae.sweep.table)
 
 A new backend is one function ``run_X(todo, out, ..., report)`` (as ``sweep/slurm.py``) that
-calls ``report`` with the result of ``run_trial`` (or ``failure``) once per trial, chosen in
-``_run_sweep_locked``.
+calls ``report`` with the result of ``run_trial`` or ``run_group`` (or ``failure``) once per trial,
+chosen in ``_run_sweep_locked``.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from tqdm.auto import tqdm
 
 from factorvae.errors import UserError
 from factorvae.io import atomic_write_json, read_json
+from factorvae.sweep.packing import auto_group_size, pack, parse_group_size
 from factorvae.sweep.slurm import SlurmOptions, run_slurm
 from factorvae.sweep.spec import Sweep, Trial, load_spec
 from factorvae.sweep.table import aggregate
-from factorvae.sweep.trial import run_trial
+from factorvae.sweep.trial import run_group
 from factorvae.sweep.trialdir import inspect_trial, write_error
 
 
@@ -65,14 +66,16 @@ class SweepOutcome:
 
 def run_sweep(spec, out: str | Path, workers: int = 1, ray_address: str | None = None, cpus_per_trial: float | None = None,
               gpus_per_trial: float = 0, progress: bool = True, only: str | None = None, threads: int | None = None,
-              log=print, slurm: SlurmOptions | None = None) -> SweepOutcome:
+              log=print, slurm: SlurmOptions | None = None, group_size: int | str = "auto") -> SweepOutcome:
     """Run every unfinished trial of ``spec`` into ``out`` and gather the table.
 
     ``workers`` local processes (0: in this process), or Ray tasks when ``ray_address`` is given
     (``local``: start a local Ray instance; ``auto``: join the running cluster; else an address),
     or Slurm jobs when ``slurm`` is given (``sweep.slurm``; CPUs and GPUs per trial as for Ray).
     Torch threads per trial: ``threads``, else the spec's ``train.threads``, else cores / workers
-    (Ray: the trial's CPUs)."""
+    (Ray: the trial's CPUs). ``group_size`` (or ``auto``): trials of one group key train as one
+    vectorised group of up to that many runs in one worker or Ray task (factorvae.sweep.packing;
+    Slurm runs one trial per job)."""
     t0 = time.time()
     sweep = spec if isinstance(spec, Sweep) else load_spec(spec)
     out = Path(out)
@@ -85,7 +88,7 @@ def run_sweep(spec, out: str | Path, workers: int = 1, ray_address: str | None =
     (out / "trials").mkdir(parents=True, exist_ok=True)
     with _SweepLock(out):
         return _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per_trial, progress, only,
-                                 threads, log, t0, slurm)
+                                 threads, log, t0, slurm, parse_group_size(group_size))
 
 
 class _SweepLock:
@@ -119,7 +122,7 @@ class _SweepLock:
 
 
 def _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per_trial, progress, only, threads, log,
-                      t0, slurm=None) -> SweepOutcome:
+                      t0, slurm=None, group_size=1) -> SweepOutcome:
     atomic_write_json(out / "sweep.json", {
         "name": sweep.name, "description": sweep.description, "source": sweep.source, "spec": sweep.spec,
         "trials": [t.id for t in sweep.trials], "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -128,6 +131,7 @@ def _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per
     states = {t.id: inspect_trial(out / "trials" / t.id, t) for t in trials}
     todo = [t for t in trials if states[t.id].status != "finished"]
     done = len(trials) - len(todo)
+    units = pack(todo, auto_group_size(todo) if group_size == "auto" else group_size)
     if log:
         by: dict = {}
         for st in states.values():
@@ -135,7 +139,8 @@ def _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per
         engine = (f"Ray ({ray_address})" if ray_address else f"Slurm ({slurm.cluster} executor)" if slurm
                   else f"{workers} worker process(es)" if workers else "this process")
         log(f"sweep {sweep.name}: {len(trials)} trial(s) -> {out}  [" + ", ".join(f"{v} {k}" for k, v in by.items())
-            + f"]; running {len(todo)} on {engine}")
+            + f"]; running {len(todo)} on {engine}"
+            + (f" in {len(units)} group(s)" if len(units) < len(todo) and not slurm else ""))
     results: list[dict] = []
     if todo:
         bar = tqdm(total=len(trials), initial=done, desc=f"sweep {sweep.name}", unit="trial", disable=not progress,
@@ -157,15 +162,18 @@ def _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per
                 todo = [copy.deepcopy(t) for t in todo]
                 for t in todo:
                     t.config["train"]["threads"] = int(threads)
+                by_id = {t.id: t for t in todo}
+                units = [[by_id[t.id] for t in unit] for unit in units]
             if ray_address:
-                _run_ray(todo, out, ray_address, cpus_per_trial, gpus_per_trial, report)
+                _run_ray(units, out, ray_address, cpus_per_trial, gpus_per_trial, report)
             elif slurm:
                 run_slurm(todo, out, slurm, cpus_per_trial, gpus_per_trial, report, _failure)
             elif workers == 0:
-                for t in todo:
-                    report(run_trial(t, str(out / "trials" / t.id), threads=0, progress=progress))
+                for unit in units:
+                    for res in run_group(unit, _dirs(out, unit), threads=0, progress=progress):
+                        report(res)
             else:
-                _run_pool(todo, out, workers, report)
+                _run_pool(units, out, workers, report)
         finally:
             bar.close()
     rows = aggregate(out, sweep)
@@ -199,7 +207,7 @@ def _worker_main(conn, parent: int) -> None:
                 return
             if job is None:
                 return
-            result = run_trial(*job)
+            result = run_group(*job)
             try:
                 conn.send(result)
             except OSError:  # the driver is gone
@@ -230,40 +238,47 @@ class _Worker:
         self.conn.close()
 
 
-def _run_pool(todo: list[Trial], out: Path, workers: int, report) -> None:
-    """Separate processes (spawn), at most ``workers`` trials in flight, each with
-    cores/workers torch threads. Each worker has its own pipe, so a worker that dies (killed,
-    out of memory) fails only the trial it held, and a new worker takes its place; workers exit
-    when the driver dies."""
+def _dirs(out: Path, unit: list[Trial]) -> list[str]:
+    return [str(out / "trials" / t.id) for t in unit]
+
+
+def _run_pool(todo: list[list[Trial]], out: Path, workers: int, report) -> None:
+    """Separate processes (spawn), at most ``workers`` units (a trial or a group) in flight,
+    each with cores/workers torch threads. Each worker has its own pipe, so a worker that dies
+    (killed, out of memory) fails only the trials it held, and a new worker takes its place;
+    workers exit when the driver dies."""
     threads = max(1, usable_cores() // workers)
     queue = list(todo)
     ctx = multiprocessing.get_context("spawn")
     idle: list[_Worker] = []
-    busy: dict[_Worker, Trial] = {}
+    busy: dict[_Worker, list[Trial]] = {}
     ok = False
     try:
         while queue or busy:
             while queue and len(busy) < workers:
                 w = idle.pop() if idle else _Worker(ctx)
-                t = queue.pop(0)
-                w.conn.send((t, str(out / "trials" / t.id), threads))
-                busy[w] = t
+                unit = queue.pop(0)
+                w.conn.send((unit, _dirs(out, unit), threads))
+                busy[w] = unit
             ready = multiprocessing.connection.wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
             for w in [w for w in busy if w.conn in ready or w.process.sentinel in ready]:
-                t = busy.pop(w)
+                unit = busy.pop(w)
                 try:
-                    res = w.conn.recv()  # a result sent just before the worker ended still counts
+                    results = w.conn.recv()  # a result sent just before the worker ended still counts
                 except (EOFError, OSError):
                     w.stop(0)
-                    report(_failure(t, out, "the worker process died (killed or out of memory) while running this "
-                                            "trial; it is resumed from its checkpoint on the next run"))
+                    for t in unit:
+                        report(_failure(t, out, "the worker process died (killed or out of memory) while running "
+                                                "this trial; it is resumed from its checkpoint on the next run"))
                     continue
                 except Exception as e:  # noqa: BLE001 - e.g. a result that could not be unpickled
                     w.stop(0)
-                    report(_failure(t, out, f"{type(e).__name__}: {e}"))
+                    for t in unit:
+                        report(_failure(t, out, f"{type(e).__name__}: {e}"))
                     continue
                 idle.append(w)
-                report(res)
+                for res in results:
+                    report(res)
         ok = True
     finally:
         for w in idle + list(busy):
@@ -320,8 +335,9 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                         f"({e.strerror or type(e).__name__})") from None
 
 
-def _run_ray(todo: list[Trial], out: Path, address: str, cpus: float | None, gpus: float, report) -> None:
-    """One Ray task per trial. ``out`` must be on storage every node sees (a shared file system).
+def _run_ray(todo: list[list[Trial]], out: Path, address: str, cpus: float | None, gpus: float, report) -> None:
+    """One Ray task per unit (a trial or a group). ``out`` must be on storage every node sees
+    (a shared file system).
     ``local`` starts an instance on 127.0.0.1 only, without dashboard or usage statistics."""
     if importlib.util.find_spec("ray") is None:
         raise UserError("--ray needs Ray: pip install 'factorvae[ray]'")
@@ -345,17 +361,20 @@ def _run_ray(todo: list[Trial], out: Path, address: str, cpus: float | None, gpu
             started = True
     try:
         cpus = float(cpus) if cpus else 1.0
-        remote = ray.remote(num_cpus=cpus, num_gpus=float(gpus or 0), max_retries=0)(run_trial)
-        refs = {remote.remote(t, str((out / "trials" / t.id).resolve()), max(1, int(math.floor(cpus)))): t
-                for t in todo}
+        remote = ray.remote(num_cpus=cpus, num_gpus=float(gpus or 0), max_retries=0)(run_group)
+        refs = {remote.remote(unit, _dirs(out.resolve(), unit), max(1, int(math.floor(cpus)))): unit for unit in todo}
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             for r in ready:
-                t = refs.pop(r)
+                unit = refs.pop(r)
                 try:
-                    report(ray.get(r))
+                    results = ray.get(r)
                 except Exception as e:  # noqa: BLE001 - worker crashed, node lost, ...
-                    report(_failure(t, out, f"Ray task failed: {type(e).__name__}: {str(e)[:2000]}"))
+                    for t in unit:
+                        report(_failure(t, out, f"Ray task failed: {type(e).__name__}: {str(e)[:2000]}"))
+                    continue
+                for res in results:
+                    report(res)
     finally:
         if started:
             ray.shutdown()

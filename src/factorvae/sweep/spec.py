@@ -37,7 +37,8 @@ EVAL_DEFAULTS: dict = {
     "log_likelihood": {"images": 256, "samples": 100},
 }
 #: keys that describe the machine, not the experiment: left out of the trial hash
-MACHINE_KEYS = (("train", "device"), ("train", "threads"), ("train", "loggers"), ("data", "cache_dir"))
+MACHINE_KEYS = (("train", "device"), ("train", "threads"), ("train", "loggers"), ("data", "cache_dir"),
+                ("train", "group_strategy"), ("train", "compile"))
 
 
 @dataclass
@@ -95,6 +96,8 @@ def experiment_config(cfg: dict) -> dict:
     out = copy.deepcopy(cfg)
     for section, key in MACHINE_KEYS:
         out.get(section, {}).pop(key, None)
+    if out.get("train", {}).get("precision") == "fp32":  # the default: ids of older sweeps stay valid
+        out["train"].pop("precision")
     return out
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from factorvae.group_train import evaluate_group, train_group
 from factorvae.io import atomic_write_json
 from factorvae.loggers import log_scores
 from factorvae.methods.base import GaussianVAEBase
@@ -40,9 +41,11 @@ def _train(cfg, out, resume, progress, dataset):  # a seam for tests (fault inje
     return train(cfg, out, resume=resume, progress=progress, dataset=dataset)
 
 
-def run_trial(trial: Trial, trial_dir: str, threads: int = 0, progress: bool = False) -> dict:
+def run_trial(trial: Trial, trial_dir: str, threads: int = 0, progress: bool = False,
+              scores: dict | None = None) -> dict:
     """Train (or resume) and evaluate one trial; never raises for a failing trial: the traceback
-    goes to ``trial_dir/error.txt`` and the result says ``failed``."""
+    goes to ``trial_dir/error.txt`` and the result says ``failed``. ``scores``: the metric
+    suite's result, already computed (a group's batched evaluation)."""
     d = Path(trial_dir)
     t0 = time.time()
     result = {"id": trial.id, "status": "failed", "action": "", "seconds": 0.0, "error": ""}
@@ -68,11 +71,7 @@ def run_trial(trial: Trial, trial_dir: str, threads: int = 0, progress: bool = F
         (d / "error.txt").unlink(missing_ok=True)
         cfg = copy.deepcopy(trial.config)
         cfg["train"]["threads"] = threads
-        if state.status != "trained" and not state.checkpoint_ok and (d / "config.yaml").exists():
-            # started, but no checkpoint: nothing worth keeping in the run files; start over
-            for p in ("metrics.jsonl", "summary.json", "eval.json", "analysis.json"):
-                (d / p).unlink(missing_ok=True)
-            shutil.rmtree(d / "tb", ignore_errors=True)
+        _clear_unresumable(d, state)
         attempt["from_status"] = state.status
         attempt["from_step"] = state.step if state.checkpoint_ok else 0
         write_trial_json(d, trial, attempt)
@@ -83,7 +82,7 @@ def run_trial(trial: Trial, trial_dir: str, threads: int = 0, progress: bool = F
             _train(cfg, d, resume, progress, dataset)
         else:
             result["action"] = "evaluated"
-        evaluate_trial(d, trial, dataset)
+        evaluate_trial(d, trial, dataset, scores)
         result["status"] = "finished"
     except KeyboardInterrupt:
         raise
@@ -104,7 +103,105 @@ def run_trial(trial: Trial, trial_dir: str, threads: int = 0, progress: bool = F
     return result
 
 
-def evaluate_trial(d: Path, trial: Trial, dataset) -> dict:
+def _clear_unresumable(d: Path, state: TrialState) -> None:
+    if state.status != "trained" and not state.checkpoint_ok and (d / "config.yaml").exists():
+        # started, but no checkpoint: nothing worth keeping in the run files; start over
+        for p in ("metrics.jsonl", "summary.json", "eval.json", "analysis.json"):
+            (d / p).unlink(missing_ok=True)
+        shutil.rmtree(d / "tb", ignore_errors=True)
+
+
+def _train_group(cfgs, outs, resumes, progress, dataset):  # a seam for tests (fault injection)
+    return train_group(cfgs, outs, resume=resumes, progress=progress, dataset=dataset)
+
+
+def run_group(trials: list[Trial], trial_dirs: list[str], threads: int = 0, progress: bool = False) -> list[dict]:
+    """Train trials of one group key (factorvae.group.group_key) as one vectorised group
+    (factorvae.group_train), then evaluate each through ``run_trial``; one result per trial, in
+    order. Trials that are finished, trained, corrupt or mismatched are left to ``run_trial``,
+    so each keeps exactly the handling it gets alone. Never raises for failing trials."""
+    if len(trials) == 1:
+        return [run_trial(trials[0], trial_dirs[0], threads, progress)]
+    members, failed, t0 = [], {}, time.time()
+    old_threads = 0
+    try:
+        threads = int(trials[0].config["train"].get("threads") or threads or 0)
+        if threads:
+            old_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
+        for trial, td in zip(trials, trial_dirs):
+            d, state = Path(td), inspect_trial(td, trial)
+            if state.status in ("pending", "interrupted", "failed") and not state.extra.get("trained"):
+                members.append((trial, d, state))
+        if len(members) > 1:
+            ids = [t.id for t, _, _ in members]
+            cfgs, resumes = [], []
+            for trial, d, state in members:
+                d.mkdir(parents=True, exist_ok=True)
+                (d / "error.txt").unlink(missing_ok=True)
+                _clear_unresumable(d, state)
+                attempt = {"id": os.urandom(4).hex(), "start": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                           "host": os.uname().nodename, "pid": os.getpid(), "group": ids,
+                           "from_status": state.status, "from_step": state.step if state.checkpoint_ok else 0}
+                write_trial_json(d, trial, attempt)
+                cfg = copy.deepcopy(trial.config)
+                cfg["train"]["threads"] = threads
+                cfgs.append(cfg)
+                resumes.append(state.checkpoint_ok)
+            try:
+                summaries = _train_group(cfgs, [d for _, d, _ in members], resumes, progress, _load_dataset(cfgs[0]))
+            except KeyboardInterrupt:
+                raise
+            except BaseException:  # noqa: BLE001 - the group's trials fail; the sweep goes on
+                tb = traceback.format_exc()
+                summaries = [{"status": "failed", "error": tb.strip().splitlines()[-1]} for _ in members]
+                for trial, d, _ in members:
+                    write_error(d, trial.id, f"training its group ({', '.join(ids)}) failed:\n\n{tb}")
+            for (trial, d, _), summary in zip(members, summaries):
+                if summary.get("status") == "failed":
+                    if not (d / "error.txt").exists():
+                        write_error(d, trial.id, summary["error"] + "\n")
+                    failed[trial.id] = summary["error"][:500]
+    finally:
+        if old_threads:
+            torch.set_num_threads(old_threads)
+    grouped = {t.id for t, _, _ in members} if len(members) > 1 else set()
+    scores = _evaluate_grouped([(t, d) for t, d, _ in members if t.id in grouped and t.id not in failed])
+    seconds = round(time.time() - t0, 2)
+    results = []
+    for trial, td in zip(trials, trial_dirs):
+        if trial.id in failed:
+            results.append({"id": trial.id, "status": "failed", "action": f"trained in a group of {len(grouped)}",
+                            "seconds": seconds, "error": failed[trial.id]})
+            continue
+        res = run_trial(trial, td, threads, progress, scores.get(trial.id))
+        if trial.id in grouped and res["action"] == "evaluated":
+            res = {**res, "action": f"trained in a group of {len(grouped)}, evaluated"}
+        results.append(res)
+    return results
+
+
+def _evaluate_grouped(trained: list[tuple[Trial, Path]]) -> dict:
+    """Metric scores of a group's trained trials, the grid encoded in one batched pass for all
+    (factorvae.group_train.evaluate_group); {} when there is nothing to share or it fails (each
+    trial is then scored alone, as without a group)."""
+    ev = trained[0][0].eval if trained else None
+    if len(trained) < 2 or ev["metrics"] == [] or any(t.eval != ev for t, _ in trained):
+        return {}
+    try:
+        runs = [load_run(d, device=t.config["train"]["device"], load_data=False) for t, d in trained]
+        dataset = _load_dataset(runs[0].config)
+        if dataset.grid is None:
+            return {}
+        dataset.to(next(runs[0].model.parameters()).device)
+        scores = evaluate_group([r.model for r in runs], dataset, ev["preset"], ev["seed"], ev["metrics"],
+                                runs[0].config["train"]["group_strategy"])
+    except Exception:  # noqa: BLE001 - a fallback: each trial's own evaluation reports its problem
+        return {}
+    return {t.id: s for (t, _), s in zip(trained, scores)}
+
+
+def evaluate_trial(d: Path, trial: Trial, dataset, scores: dict | None = None) -> dict:
     """Metric suite -> eval.json; reconstruction error, true TC and log p(x) -> analysis.json
     (written last, with the eval hash: its presence marks the trial finished)."""
     ev = trial.eval
@@ -112,9 +209,9 @@ def evaluate_trial(d: Path, trial: Trial, dataset) -> dict:
     model = run.model
     dataset.to(next(model.parameters()).device)
     t0 = time.time()
-    scores: dict = {}
-    if ev["metrics"] != [] and dataset.grid is not None:
+    if scores is None and ev["metrics"] != [] and dataset.grid is not None:
         scores = evaluate_model(model, dataset, preset=ev["preset"], seed=ev["seed"], metrics=ev["metrics"])
+    scores = scores or {}
     RunDir(d).write_eval(scores, run.config, run.step)
     t_metrics = time.time() - t0
     analysis: dict = {"eval_hash": trial.eval_hash, "eval": ev, "step": run.step}

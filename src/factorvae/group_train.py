@@ -1,0 +1,169 @@
+"""Training a group of runs as one batched model (factorvae.group.RunGroup), each run into its
+own run directory with exactly the records ``factorvae.train.train`` writes for it alone:
+config, metrics.jsonl, TensorBoard, checkpoints, images and summary, on the same schedule.
+
+Runs resume from their own checkpoints; runs found at different steps train as separate groups
+(one after another), so a group killed at any point resumes like its runs would alone. A run
+whose losses turn non-finite (checked at log steps) stops with ``summary.json`` saying
+``status: failed``; its last checkpoint is its last good one, and the others continue.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from factorvae.errors import UserError
+from factorvae.group import RunGroup, configure_device, group_key
+from factorvae.loggers import check_loggers, open_loggers
+from factorvae.metrics.codes import Codes
+from factorvae.metrics.suite import evaluate
+from factorvae.runs import RunDir, open_dataset, pick_device
+from factorvae.train import due, finish_run, periodic_work, record_log, start_run
+
+
+class _Run:
+    """One member's run-time state: config, run directory, model, generators, trackers."""
+
+    def __init__(self, cfg, run, model, generators, step, loggers):
+        self.cfg, self.run, self.model, self.generators = cfg, run, model, generators
+        self.step, self.loggers = step, loggers
+        self.last: dict = {}
+        self.summary: dict | None = None
+
+
+def train_group(cfgs: list[dict], outs: list, resume: bool | list[bool] = False, progress: bool = True,
+                dataset=None) -> list[dict]:
+    """Train runs ``cfgs`` (one group key: method, architecture, data, optimiser settings and
+    schedule agree; seeds and the method's per-run hyper-parameters may differ) into run
+    directories ``outs``; returns their summaries in order."""
+    if not cfgs or len(cfgs) != len(outs):
+        raise ValueError("train_group needs one output directory per config")
+    if len({group_key(c) for c in cfgs}) != 1:
+        raise UserError("these runs cannot share a group: they differ in more than seed and per-run hyper-parameters")
+    resumes = list(resume) if isinstance(resume, (list, tuple)) else [bool(resume)] * len(cfgs)
+    t = cfgs[0]["train"]
+    check_loggers(t["loggers"])  # a missing tracker package fails before anything is written
+    if t["threads"]:
+        torch.set_num_threads(t["threads"])
+    device = pick_device(t["device"])
+    if dataset is None:
+        dataset = open_dataset(cfgs[0], progress)
+    if dataset.grid is None:
+        for c in cfgs:
+            c["data"]["channels"] = dataset.channels
+    dataset.to(device)
+    configure_device(device)
+    runs = []
+    for cfg, out, res in zip(cfgs, outs, resumes):
+        rd = RunDir(out)
+        model, generators, step = start_run(cfg, rd, dataset, device, res)
+        model.train()
+        runs.append(_Run(cfg, rd, model, generators, step,
+                         open_loggers(t["loggers"], rd.path, cfg, resume_step=step if res else None)))
+    try:
+        for start in sorted({r.step for r in runs}):  # runs at different steps: separate groups
+            _train_members([r for r in runs if r.step == start], dataset, progress)
+    finally:
+        for r in runs:
+            r.loggers.close()  # finished runs closed theirs in finish(); a second close does nothing
+    return [r.summary for r in runs]
+
+
+def _train_members(members: list[_Run], dataset, progress: bool) -> None:
+    t = members[0].cfg["train"]
+    step = members[0].step
+    group = RunGroup([r.model for r in members], [r.generators["data"] for r in members], ids=list(range(len(members))),
+                     precision=t["precision"], compile=t["compile"], strategy=t["group_strategy"])
+    sums: dict[str, torch.Tensor] = {}
+    count, t_last = 0, time.perf_counter()
+    bar = tqdm(total=t["steps"], initial=step, desc=f"{members[0].model.name} x{len(members)}", disable=not progress,
+               unit="step", dynamic_ncols=True)
+    try:
+        while step < t["steps"] and len(group):
+            logs = group.step(*group.sample(dataset, t["batch_size"]))
+            step += 1
+            for k, v in logs.items():  # (N,) per-run sums, on the device until a log step
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            count += 1
+            bar.update(1)
+            if step % t["log_every"] == 0 or step == t["steps"]:
+                before = list(group.ids)
+                for i in group.drop_failed(sums, step):
+                    _fail(members[i], step, count)
+                keep = [before.index(i) for i in group.ids]
+                if t["true_tc_every"] and step % t["true_tc_every"] == 0:
+                    group.unstack()  # true TC encodes with the members' own weights
+                host = {k: v[keep].double().cpu() for k, v in sums.items()}  # one transfer
+                rate = count / max(time.perf_counter() - t_last, 1e-9)
+                for j, i in enumerate(group.ids):
+                    r = members[i]
+                    r.last = {k: float(v[j]) / count for k, v in host.items()}
+                    record_log(r.model, dataset, r.cfg, r.run, r.loggers, step, r.last, rate)
+                    r.model.train()
+                sums, count, t_last = {}, 0, time.perf_counter()
+            if len(group) and due(members[0].cfg, step):
+                group.unstack()  # members hold the group's weights and optimiser states
+                for i in group.ids:
+                    r = members[i]
+                    periodic_work(r.model, dataset, r.cfg, r.run, r.loggers, step, r.generators)
+    finally:
+        bar.close()
+        for r in members:
+            r.loggers.flush()
+    if len(group):
+        group.unstack()
+    for i in group.ids:
+        r = members[i]
+        r.summary = finish_run(r.model, dataset, r.cfg, r.run, step, r.generators, r.last, r.loggers)
+        r.loggers.finish(r.cfg, r.summary)
+
+
+def _fail(r: _Run, step: int, since: int) -> None:
+    """A run whose losses turned non-finite: summary.json says failed; its checkpoint stays the
+    last good one (a rerun resumes from there)."""
+    r.summary = {
+        "model": r.model.name, "data": r.cfg["data"]["name"], "steps": step, "status": "failed",
+        "error": f"non-finite losses between steps {step - since} and {step}; training stopped",
+        "final": {}, "run_dir": str(r.run.path),
+    }
+    r.run.write_summary(r.summary)
+
+
+class _SharedCodes:
+    """Codes of grid points under every run's encoder: a point is encoded for all runs of the
+    group in one batched pass (``RunGroup.representations``) and kept for the others' metrics."""
+
+    def __init__(self, group: RunGroup, dataset):
+        self.group, self.dataset = group, dataset
+        self.codes: dict[int, np.ndarray] = {}  # flat grid index -> (N, D)
+
+    def encode(self, run: int, flat) -> np.ndarray:
+        flat = np.asarray(flat).reshape(-1).tolist()
+        missing = sorted({k for k in flat if k not in self.codes})
+        if missing:
+            x = self.dataset.images(missing).to(self.group.device, self.group.members[0].param_dtype)
+            z = self.group.representations(x).float().cpu().numpy()  # (N, B, D)
+            for j, k in enumerate(missing):
+                self.codes[k] = z[:, j]
+        return np.stack([self.codes[k][run] for k in flat])
+
+
+@torch.no_grad()
+def evaluate_group(models: list, dataset, preset: str, seed: int, metrics=None, strategy: str = "auto",
+                   batch_size: int = 256) -> list[dict]:
+    """The metric suite's scores of each trained model (``evaluate_model``'s result), the grid
+    encoded once for all of them: the metrics of runs with one seed draw the same grid points."""
+    group = RunGroup(models, [torch.Generator() for _ in models], strategy=strategy)
+    for m in models:
+        m.eval()
+    shared = _SharedCodes(group, dataset)
+    out = []
+    for i in range(len(models)):
+        codes = Codes.from_encoder(lambda flat, i=i: torch.from_numpy(shared.encode(i, flat)), lambda flat: flat,
+                                   dataset.grid, batch_size=batch_size, progress=False)
+        out.append(evaluate(codes, metrics=metrics, preset=preset, seed=seed))
+    return out

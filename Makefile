@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
+# resumed only from a checkpoint: a run stopped before its first one starts again (train does that)
 demo: setup
-	@if [ -f $(DEMO_DIR)/config.yaml ]; then \
+	@if [ -f $(DEMO_DIR)/checkpoints/last.pt ]; then \
 	  $(BIN)/factorvae train --out $(DEMO_DIR) --resume --steps $(DEMO_STEPS); \
 	else \
 	  $(BIN)/factorvae train --config configs/factorvae.yaml --steps $(DEMO_STEPS) \

@@ -29,6 +29,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from factorvae.data import require_grid
+    from factorvae.io import check_writable
     from factorvae.metrics.suite import evaluate_model
     from factorvae.runs import RunDir, load_run
 
@@ -39,13 +40,17 @@ def run(args) -> int:
         raise UserError(f"--batch-size must be a whole number, got {args.batch_size!r}") from None
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    r = load_run(args.run_dir, device=args.device, progress=not args.no_progress)
-    require_grid(r.dataset)
-    if not args.no_progress:
-        print(f"scoring {r.dir} (step {r.step}) with preset {args.preset} ...", file=sys.stderr, flush=True)
-    results = evaluate_model(r.model, r.dataset, preset=args.preset, seed=seed, metrics=names,
-                             batch_size=batch_size, progress=not args.no_progress, overrides=overrides)
-    results = RunDir(r.dir).write_eval(results, r.config, r.step)
+    rd = RunDir(args.run_dir)
+    rd.read_config()  # not a run: say so before taking its lock
+    with rd.lock():  # a run being trained (or scored) is not scored now
+        check_writable(rd.eval_path)  # before minutes of scoring, not after
+        r = load_run(args.run_dir, device=args.device, progress=not args.no_progress)
+        require_grid(r.dataset)
+        if not args.no_progress:
+            print(f"scoring {r.dir} (step {r.step}) with preset {args.preset} ...", file=sys.stderr, flush=True)
+        results = evaluate_model(r.model, r.dataset, preset=args.preset, seed=seed, metrics=names,
+                                 batch_size=batch_size, progress=not args.no_progress, overrides=overrides)
+        results = rd.write_eval(results, r.config, r.step)
     emit(results, args.json)
     if not args.json:
         print(f"written {r.dir / 'eval.json'}")

@@ -197,7 +197,8 @@ class RunDir:
                 g.set_state(state["rng"][k].cpu())  # generator states are CPU byte tensors
             return int(state["step"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise UserError(f"checkpoint does not fit this model ({type(e).__name__}: {str(e)[:200]})") from None
+            detail = " ".join(str(e).split())[:200]  # one line: load_state_dict lists keys on many
+            raise UserError(f"checkpoint does not fit this model ({type(e).__name__}: {detail})") from None
 
 
 @dataclass

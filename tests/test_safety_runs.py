@@ -267,10 +267,14 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(d)], check=False)
 
 
-def fill(d: Path) -> None:
+def fill(d: Path, leave: int = 0) -> None:
+    """Fill the file system of ``d`` but ``leave`` bytes."""
+    (d / "filler").unlink(missing_ok=True)
+    st = os.statvfs(d)
     with open(d / "filler", "wb", buffering=0) as f:
         try:
-            while True:
+            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+            while not leave:
                 f.write(b"\0" * 65536)
         except OSError:
             pass
@@ -293,6 +297,18 @@ def test_full_disk_is_one_line_for_train_resume_and_eval(tiny_run, tmpfs, cli):
     code, _, err = cli("eval", run, "--preset", "fast", "--no-progress")
     one_line_error(code, err, "ENOSPC", str(run / "eval.json"))
     assert not (run / "eval.json").exists()
+    from factorvae.config import resolve
+    from factorvae.errors import UserError
+    from factorvae.runs import RunDir, build_model
+
+    ckpt = (run / "checkpoints" / "last.pt").read_bytes()
+    cfg = RunDir(run).read_config()
+    cfg["model"]["arch"]["fc"] = 2048  # one 512 KiB weight: a single write that only partly fits
+    model, _ = build_model(resolve(cfg), 1, torch.device("cpu"))
+    fill(disk, leave=40_000)  # torch.save straight to the file said "unexpected pos ..." here
+    with pytest.raises(UserError, match="ENOSPC"):
+        RunDir(run).save_checkpoint(model, 9, {})
+    assert (run / "checkpoints" / "last.pt").read_bytes() == ckpt
     assert not [p for p in run.rglob("*.tmp")]
 
 

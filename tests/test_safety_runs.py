@@ -284,7 +284,7 @@ def read_only(d: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(d)], check=True)
 
 
-def test_full_disk_is_one_line_for_train_resume_and_eval(tiny_run, tmpfs, cli):
+def test_full_disk_is_one_line_for_train_resume_and_eval(tiny_run, tmpfs, cli, monkeypatch):
     disk = tmpfs("disk")
     run = disk / "run"
     shutil.copytree(tiny_run, run)
@@ -294,8 +294,15 @@ def test_full_disk_is_one_line_for_train_resume_and_eval(tiny_run, tmpfs, cli):
     one_line_error(code, err, "ENOSPC", str(disk / "new"))
     code, _, err = cli("train", "--out", run, "--resume", "--steps", "6", "--no-progress")
     one_line_error(code, err, "ENOSPC", str(run))
+    import factorvae.metrics.suite
+
+    def scored(*a, **k):
+        raise AssertionError("scored before checking that eval.json can be written")
+
+    monkeypatch.setattr(factorvae.metrics.suite, "evaluate_model", scored)
     code, _, err = cli("eval", run, "--preset", "fast", "--no-progress")
     one_line_error(code, err, "ENOSPC", str(run / "eval.json"))
+    monkeypatch.undo()
     assert not (run / "eval.json").exists()
     from factorvae.config import resolve
     from factorvae.errors import UserError

@@ -239,11 +239,12 @@ def test_outputs_of_the_wrong_kind(tiny_run, tmp_path, cli):
     assert a_file.read_text() == "mine"
 
 
-def test_a_grid_of_two_to_the_forty_points_is_refused_at_once(tmp_path, cli):
-    path = tmp_path / "huge.npz"
-    np.savez(path, factors=np.zeros((4, 40), int), codes=np.zeros((4, 3)), sizes=np.full(40, 2))
-    code, _, err = cli("metrics", path)
-    one_line_error(code, err, "incomplete grid: 4 rows", str(2**40))
+def test_a_grid_of_two_to_the_forty_points_is_scored_as_a_sample(tmp_path, cli):
+    path = tmp_path / "huge.npz"  # 4 rows of a 2^40-point grid: a sample, never a 2^40 table
+    np.savez(path, factors=np.zeros((4, 40), int), codes=np.arange(12.0).reshape(4, 3), sizes=np.full(40, 2))
+    code, out, err = cli("metrics", path, "--json")
+    assert code == 0 and "Traceback" not in err, err
+    assert "sample of 4 grid points" in err and json.loads(out)["dci"]["disentanglement"] == 0.0
 
 
 # -- item 7: full disks and read-only directories -------------------------------------------------

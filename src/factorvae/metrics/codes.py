@@ -125,11 +125,8 @@ class Codes:
         reordered into grid index order. Every problem raises a UserError naming it."""
         grid, factors, codes, index = _validate(factors, codes, sizes, names, source)
         n_grid = len(grid)
-        shape = "x".join(str(sz) for sz in grid.sizes)
-        if len(index) < n_grid:  # said before anything of the grid's size (2^40 points?) is allocated
-            raise UserError(f"{source}: incomplete grid: {len(index)} rows for a {shape} grid of {n_grid} points; "
-                            "every grid point is needed")
         counts = np.bincount(index, minlength=n_grid)
+        shape = "x".join(str(sz) for sz in grid.sizes)
         if (counts > 1).any():
             dup = int(np.flatnonzero(counts > 1)[0])
             raise UserError(f"{source}: duplicated grid points: {int((counts > 1).sum())} point(s) appear more than once "

@@ -23,7 +23,8 @@ from safetensors.torch import save as st_save
 
 from factorvae.config import resolve
 from factorvae.errors import UserError
-from factorvae.runs import Run, atomic_write_bytes, atomic_write_json, build_model, load_run, pick_device
+from factorvae.io import atomic_write, atomic_write_json
+from factorvae.runs import Run, build_model, load_run, pick_device
 
 FORMAT = 1
 WEIGHTS, CONFIG, CARD, TRAVERSAL = "model.safetensors", "config.json", "README.md", "traversal.png"
@@ -75,11 +76,11 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, str]:
     try:
         out.mkdir(parents=True, exist_ok=True)
         if traversal.is_file():
-            atomic_write_bytes(out / TRAVERSAL, lambda f: f.write(traversal.read_bytes()))
+            atomic_write(out / TRAVERSAL, lambda f: f.write(traversal.read_bytes()))
             written["traversal"] = str(out / TRAVERSAL)
-        atomic_write_bytes(out / CARD, lambda f: f.write(model_card(config, scores, traversal.is_file()).encode()))
+        atomic_write(out / CARD, lambda f: f.write(model_card(config, scores, traversal.is_file()).encode()))
         atomic_write_json(out / CONFIG, config)
-        atomic_write_bytes(out / WEIGHTS, lambda f: f.write(st_save(state, metadata=meta)))
+        atomic_write(out / WEIGHTS, lambda f: f.write(st_save(state, metadata=meta)))
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     written.update({"card": str(out / CARD), "config": str(out / CONFIG), "weights": str(out / WEIGHTS)})

@@ -60,7 +60,8 @@ def run(args) -> int:
 
     from factorvae.metrics.api import choose_points, encode_points
     from factorvae.metrics.plan import MEASURED, duration
-    from factorvae.runs import atomic_write_bytes, load_run
+    from factorvae.io import atomic_write
+    from factorvae.runs import load_run
 
     out = check_out(args.out)
     points = None if args.points is None else _whole(args.points, "--points", 2)
@@ -77,7 +78,7 @@ def run(args) -> int:
     arrays = encode_points(r.model, r.dataset, points=points, seed=seed, batch_size=batch_size,
                            progress=not args.no_progress)
     try:
-        atomic_write_bytes(out, lambda f: np.savez(f, **arrays))
+        atomic_write(out, lambda f: np.savez(f, **arrays))
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     kind = "every grid point" if n == len(grid) else f"a random sample (seed {seed})"

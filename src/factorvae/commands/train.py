@@ -110,7 +110,7 @@ def resume_config(args, rd) -> dict:
         given["model.name"] = args.model
     if args.dataset:
         given["data.name"] = args.dataset
-    for flag, key, value in (("--data-path", "data.path", args.data_path), ("--cache-dir", "data.cache_dir", args.cache_dir)):
+    for key, value in (("data.path", args.data_path), ("data.cache_dir", args.cache_dir)):
         if value:
             given[key] = str(Path(value).expanduser().resolve())
     for flag, key in (("--seed", "seed"), ("--eval-every", "eval_every"), ("--steps", "steps")):

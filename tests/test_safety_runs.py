@@ -351,7 +351,7 @@ def test_read_only_directories_are_one_line_for_every_command(tiny_run, tmp_path
                  ["data", "generate", "folder", "--data-path", images, "--cache-dir", ro / "cache", "--no-progress"],
                  ["sweep", spec, "--out", ro / "s", "--no-progress"]):
         code, _, err = cli(*argv)
-        one_line_error(code, err, "EROFS", str(ro))
+        one_line_error(code, err, "Read-only file system", str(ro))
     assert snapshot(run) == before
 
 

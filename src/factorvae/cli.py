@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from factorvae.errors import UserError
+from factorvae.io import describe_os_error
 from factorvae.commands import COMMANDS
 
 
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"factorvae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # full disk, read-only or unwritable path: the environment, not a bug
+        print(f"factorvae {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"factorvae {args.command}: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ whose losses turn non-finite (checked at log steps) stops with ``summary.json`` 
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -57,19 +58,25 @@ def train_group(cfgs: list[dict], outs: list, resume: bool | list[bool] = False,
             c["data"]["channels"] = dataset.channels
     dataset.to(device)
     configure_device(device)
-    runs = []
-    for cfg, out, res in zip(cfgs, outs, resumes):
-        rd = RunDir(out)
-        model, generators, step = start_run(cfg, rd, dataset, device, res)
-        model.train()
-        runs.append(_Run(cfg, rd, model, generators, step,
-                         open_loggers(t["loggers"], rd.path, cfg, resume_step=step if res else None)))
-    try:
-        for start in sorted({r.step for r in runs}):  # runs at different steps: separate groups
-            _train_members([r for r in runs if r.step == start], dataset, progress)
-    finally:
-        for r in runs:
-            r.loggers.close()  # finished runs closed theirs in finish(); a second close does nothing
+    with contextlib.ExitStack() as locks:  # every run's lock, as train() holds one run's
+        runs = []
+        for cfg, out, res in zip(cfgs, outs, resumes):
+            rd = RunDir(out)
+            locks.enter_context(rd.lock())
+            rd.clean_temps()
+            res = res and rd.ckpt_path.exists()  # no checkpoint yet: start again from step 0, as train()
+            if not res:
+                rd.clear_progress()
+            model, generators, step = start_run(cfg, rd, dataset, device, res)
+            model.train()
+            runs.append(_Run(cfg, rd, model, generators, step,
+                             open_loggers(t["loggers"], rd.path, cfg, resume_step=step if res else None)))
+        try:
+            for start in sorted({r.step for r in runs}):  # runs at different steps: separate groups
+                _train_members([r for r in runs if r.step == start], dataset, progress)
+        finally:
+            for r in runs:
+                r.loggers.close()  # finished runs closed theirs in finish(); a second close does nothing
     return [r.summary for r in runs]
 
 

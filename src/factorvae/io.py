@@ -1,34 +1,126 @@
-"""Atomic file writes (bytes, text, JSON, .npy) and JSON reads: the lowest layer, used by every
-module that writes.
+"""Atomic file writes (bytes, text, JSON, .npy), JSON reads and exclusive directory locks: the
+lowest layer, used by every module that writes.
 
 A write goes to a temporary file beside its target and replaces it with ``os.replace`` only when
-complete, so a killed process never leaves a half-written file that looks valid.
+complete, so a killed process never leaves a half-written file that looks valid. Temporary files
+are named ``.NAME~HOST~PID~XXXX.tmp``: one left by a process that died (same host, pid gone) is
+removed by the next write of the same target, or by ``clean_stale_temps`` on the directory.
+Files get the mode the umask gives a new file (not ``mkstemp``'s 0600), so shared storage works.
+A write that fails (full disk, read-only or unwritable directory) raises a ``UserError`` naming
+the path and the cause.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import shlex
+import socket
+import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 import numpy as np
 
+from factorvae.errors import UserError
+
+HOST = socket.gethostname()
+
+
+def describe_os_error(e: OSError, path: str | Path | None = None) -> str:
+    """``PATH: ENOSPC (No space left on device)``: the path and the cause, on one line."""
+    path = path or e.filename or "?"
+    code = errno.errorcode.get(e.errno) if e.errno else None
+    if code is None:  # numpy's tofile reports a short write without errno
+        try:
+            if os.statvfs(Path(path).parent).f_bavail == 0:
+                code, e = "ENOSPC", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            pass
+    cause = f"{code} ({e.strerror or e})" if code else str(e)
+    return f"{path}: {cause}"
+
+
+def write_error(path: str | Path, e: OSError) -> UserError:
+    return UserError(f"cannot write {describe_os_error(e, path)}")
+
+
+def current_umask() -> int:
+    try:  # Linux >= 4.7: read it without changing it (os.umask would, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def clean_stale_temps(directory: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary files in ``directory`` (of target ``name`` only, if given) left by
+    processes of this host that no longer run; never a live process's or another host's."""
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")) or entry.name.count("~") < 3:
+            continue
+        target, host, pid, _ = entry.name[1:].rsplit("~", 3)
+        if (name is not None and target != name) or host != HOST or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path``, named so ``clean_stale_temps`` knows its owner."""
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}~{HOST}~{os.getpid()}~", suffix=".tmp")
+
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise UserError(f"cannot write {path}: it is a directory; give a file name")
+        clean_stale_temps(path.parent, path.name)
+        fd, tmp = _temp_beside(path)
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
         raise
 
 
@@ -49,9 +141,91 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
     atomic_write(path, lambda f: np.save(f, array))
 
 
+def check_writable(path: str | Path) -> None:
+    """Raise the ``UserError`` a write of ``path`` would, before minutes of work produce it: a
+    4 KiB temporary file is written and synced beside it, then removed."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise UserError(f"cannot write {path}: it is a directory; give a file name")
+        fd, tmp = _temp_beside(path)
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
 def read_json(path: str | Path):
     """The parsed JSON of ``path``, or None when it is missing or unreadable."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+# -- exclusive locks ---------------------------------------------------------------------------
+
+class Busy(UserError):
+    """The lock is held by another process (``holder``: what it wrote in the lock file)."""
+
+    def __init__(self, message: str, holder: dict):
+        super().__init__(message)
+        self.holder = holder
+
+
+_HELD: dict[str, list] = {}  # lock path -> [fd, depth]: re-entrant within a process
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, what: str):
+    """Hold an exclusive ``flock`` on file ``path`` (created if needed) for the ``with`` block,
+    or raise ``Busy`` naming the holder. The OS releases it when the holder dies, so a killed
+    process never leaves a stale lock. Re-entrant within a process. ``what`` names the locked
+    thing in the message."""
+    path = Path(path)
+    key = os.path.realpath(path)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = read_json(path)
+            holder = holder if isinstance(holder, dict) else {}
+            raise Busy(f"{what} is in use by {_describe_holder(holder)}; wait for it to finish or stop it",
+                       holder) from None
+        me = {"pid": os.getpid(), "host": HOST, "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300],
+              "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        except OSError:
+            pass  # the lock holds without the note (a full disk must not stop a reader)
+        _HELD[key] = [fd, 1]
+        try:
+            yield
+        finally:
+            del _HELD[key]
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _describe_holder(h: dict) -> str:
+    if not h.get("pid"):
+        return "another process"
+    return f"pid {h['pid']} on {h.get('host', '?')} since {h.get('since', '?')} ({h.get('command', '?')})"

@@ -81,8 +81,8 @@ class ArchSpec:
         n = len(self.channels)
         if self.image_size % (2**n) or self.image_size // 2**n < 1:
             raise UserError(f"image_size {self.image_size} must be divisible by 2^{n} (one halving per conv layer)")
-        if self.in_channels not in (1, 3) or self.fc < 1 or min(self.channels) < 1:
-            raise UserError("arch: in_channels must be 1 or 3, fc and channels positive")
+        if self.in_channels not in (1, 3) or self.fc < 1 or not self.channels or min(self.channels) < 1:
+            raise UserError("arch: in_channels must be 1 or 3, fc positive, channels a non-empty list of positive widths")
 
     @property
     def feature_size(self) -> int:

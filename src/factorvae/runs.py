@@ -7,13 +7,16 @@
     images/           reconstructions, samples, traversals (PNG + GIF), kl_per_dim.json
     eval.json         metric scores (``factorvae eval``, the sweep): the suite's result dict
     summary.json      final losses, active dimensions, where the images are
+    .lock             held (flock) by the one process writing the run: train, eval, a sweep trial
 
 Every file but metrics.jsonl (appended line by line) is written atomically (factorvae.io).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,8 @@ from factorvae import pretrained
 from factorvae.config import dump, resolve
 from factorvae.data import image_channels, load_dataset
 from factorvae.errors import UserError
-from factorvae.io import atomic_write, atomic_write_json, atomic_write_text, read_json
+from factorvae.io import (atomic_write_bytes, atomic_write_json, atomic_write_text, clean_stale_temps, exclusive_lock,
+                          read_json, write_error)
 from factorvae.methods import get_method
 
 
@@ -61,6 +65,24 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_path.exists()
 
+    def lock(self):
+        """Context manager: the run's exclusive lock (factorvae.io.exclusive_lock), so two
+        processes never write one run; raises ``Busy`` naming the holder."""
+        return exclusive_lock(self.path / ".lock", f"run directory {self.path}")
+
+    def clean_temps(self) -> None:
+        """Remove temporary files that killed writers left in the run (factorvae.io)."""
+        for d in (self.path, self.ckpt_path.parent, self.images):
+            clean_stale_temps(d)
+
+    def clear_progress(self) -> None:
+        """Forget a run that never reached a checkpoint (it restarts from step 0): its metrics,
+        TensorBoard events, images, summary and scores."""
+        for p in (self.metrics_path, self.summary_path, self.eval_path):
+            p.unlink(missing_ok=True)
+        for d in (self.tb, self.images):
+            shutil.rmtree(d, ignore_errors=True)
+
     # -- JSON records (None when missing or unreadable) ---------------------------------------
     def read_summary(self) -> dict | None:
         return _mapping(read_json(self.summary_path))
@@ -84,7 +106,7 @@ class RunDir:
             raise UserError(f"{self.path} is not a run directory (no config.yaml)")
         try:
             raw = yaml.safe_load(self.config_path.read_text())
-        except (OSError, yaml.YAMLError) as e:
+        except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: not UTF-8 (a binary file)
             raise UserError(f"{self.config_path}: unreadable ({e.__class__.__name__})") from None
         if not isinstance(raw, dict):
             raise UserError(f"{self.config_path}: not a config mapping")
@@ -95,8 +117,11 @@ class RunDir:
 
     # -- metrics.jsonl ----------------------------------------------------------------------
     def append_metrics(self, record: dict) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise write_error(self.metrics_path, e) from None
 
     def read_metrics(self) -> list[dict]:
         """The logged records; lines that are not a JSON object (cut by a kill mid-write) skip."""
@@ -141,7 +166,11 @@ class RunDir:
             "optim": {k: o.state_dict() for k, o in model.optimizers().items()},
             "rng": {k: g.get_state() for k, g in generators.items()},
         }
-        atomic_write(self.ckpt_path, lambda f: torch.save(state, f))
+        # serialised in memory first: torch.save straight to a file turns a full disk into a
+        # RuntimeError ("unexpected pos ..."); a plain write names ENOSPC and the path
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.ckpt_path, buf.getbuffer())
 
     def checkpoint_readable(self) -> bool:
         """Cheap check of the checkpoint (a zip file): a truncated one has no central directory."""
@@ -171,7 +200,8 @@ class RunDir:
                 g.set_state(state["rng"][k].cpu())  # generator states are CPU byte tensors
             return int(state["step"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise UserError(f"checkpoint does not fit this model ({type(e).__name__}: {str(e)[:200]})") from None
+            detail = " ".join(str(e).split())[:200]  # one line: load_state_dict lists keys on many
+            raise UserError(f"checkpoint does not fit this model ({type(e).__name__}: {detail})") from None
 
 
 @dataclass(repr=False)

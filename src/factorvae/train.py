@@ -3,6 +3,9 @@ logging, checkpoints, images and evaluation."""
 
 from __future__ import annotations
 
+import re
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from factorvae.errors import UserError
 from factorvae.group import autocast, configure_device
 from factorvae.io import atomic_write_json
 from factorvae.loggers import check_loggers, open_loggers
@@ -28,14 +32,71 @@ def active_dims(kl: np.ndarray | None, threshold: float = KL_THRESHOLD) -> list[
     return [] if kl is None else [int(j) for j in np.nonzero(kl > threshold)[0]]
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training after a checkpoint of ``step`` was saved."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path):
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
+        self.signum, self.step, self.run_dir = signum, step, run_dir
+
+
 def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = True, dataset=None) -> dict:
-    """Train ``cfg`` into run directory ``out`` (resuming from its checkpoint); returns the summary."""
+    """Train ``cfg`` into run directory ``out`` (resuming from its checkpoint); returns the summary.
+
+    Holds the run's lock throughout. A run without a checkpoint (killed before its first one)
+    starts again from step 0 even when ``resume`` is asked. SIGINT/SIGTERM save a checkpoint
+    between two steps and raise ``Interrupted``; running out of memory is a ``UserError``."""
+    run = RunDir(out)
+    with run.lock():
+        run.clean_temps()
+        try:
+            return _train_locked(cfg, run, resume and run.ckpt_path.exists(), progress, dataset)
+        except (MemoryError, RuntimeError) as e:
+            if not _out_of_memory(e):
+                raise
+            need = re.search(r"allocate (\d+) bytes", str(e))
+            need = f" ({int(need.group(1)) / 2**30:.1f} GiB asked for)" if need else ""
+            raise UserError(f"out of memory{need}: reduce train.batch_size or the model's size "
+                            "(model.z_dim, model.arch)") from None
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e)
+
+
+class _SignalFlag:
+    """While installed, SIGINT/SIGTERM only record themselves, read between steps (so a
+    checkpoint never holds half an update); a second signal interrupts at once. Handlers
+    others installed (Ray's) stay."""
+
+    def __init__(self):
+        self.caught: list[int] = []
+        self.old: dict = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+                    self.old[sig] = signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame):
+        if self.caught:
+            raise KeyboardInterrupt
+        self.caught.append(signum)
+
+    def restore(self) -> None:
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
+
+
+def _train_locked(cfg: dict, run: RunDir, resume: bool, progress: bool, dataset) -> dict:
     t = cfg["train"]
+    if not resume:
+        if run.ckpt_path.exists():
+            raise UserError(f"{run.path} already holds a checkpointed run; resume it or choose another directory")
+        run.clear_progress()
     check_loggers(t["loggers"])  # a missing tracker package fails before anything is written
     if t["threads"]:
         torch.set_num_threads(t["threads"])
     device = pick_device(t["device"])
-    run = RunDir(out)
     if dataset is None:
         dataset = open_dataset(cfg, progress)
     if dataset.grid is None:
@@ -50,6 +111,7 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
     count, t_last, last = 0, time.perf_counter(), {}
     bar = tqdm(total=t["steps"], initial=step, desc=f"{model.name}", disable=not progress, unit="step",
                dynamic_ncols=True)
+    signals = _SignalFlag()
     try:
         while step < t["steps"]:
             x1 = dataset.sample_batch(t["batch_size"], data_gen)
@@ -68,11 +130,16 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
                 record_log(model, dataset, cfg, run, loggers, step, last, count / max(now - t_last, 1e-9))
                 bar.set_postfix({k: f"{last[k]:.3g}" for k in ("recon", "kl", "tc", "d_acc", "loss") if k in last})
                 sums, count, t_last = {}, 0, time.perf_counter()
-            periodic_work(model, dataset, cfg, run, loggers, step, generators)
+            saved = periodic_work(model, dataset, cfg, run, loggers, step, generators)
+            if signals.caught:
+                if not saved:
+                    run.save_checkpoint(model, step, generators)
+                raise Interrupted(signals.caught[0], step, run.path)
     except BaseException:
         loggers.close()
         raise
     finally:
+        signals.restore()
         bar.close()
         loggers.flush()
 
@@ -94,12 +161,12 @@ def start_run(cfg: dict, run: RunDir, dataset, device, resume: bool):
     step = 0
     if resume:
         step = RunDir.restore(model, run.load_checkpoint(map_location=device), generators)
+        if step > t["steps"]:
+            raise UserError(f"{run.path} has trained {step} steps; it cannot be resumed to fewer ({t['steps']})")
         run.truncate_metrics(step)
-    else:
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(cfg)
-        if "official_file" in dataset.info:  # beside config.yaml: whether --data-path is the published file
-            atomic_write_json(run.path / "data.json", {k: dataset.info[k] for k in ("source", "official_file")})
+    run.write_config(cfg)  # only now, when a resumed checkpoint has loaded and fits
+    if not resume and "official_file" in dataset.info:  # beside config.yaml: whether --data-path is the published file
+        atomic_write_json(run.path / "data.json", {k: dataset.info[k] for k in ("source", "official_file")})
     return model, generators, step
 
 
@@ -114,8 +181,8 @@ def record_log(model, dataset, cfg: dict, run: RunDir, loggers, step: int, last:
     loggers.scalars({f"train/{k}": v for k, v in last.items()}, step)
 
 
-def periodic_work(model, dataset, cfg: dict, run: RunDir, loggers, step: int, generators: dict) -> None:
-    """Evaluation, images and checkpoint when ``step`` is due for them."""
+def periodic_work(model, dataset, cfg: dict, run: RunDir, loggers, step: int, generators: dict) -> bool:
+    """Evaluation, images and checkpoint when ``step`` is due for them; whether it saved one."""
     t = cfg["train"]
     if t["eval_every"] and step % t["eval_every"] == 0:
         evaluate_during_training(model, dataset, cfg, step, run, loggers)
@@ -123,8 +190,10 @@ def periodic_work(model, dataset, cfg: dict, run: RunDir, loggers, step: int, ge
     if step % t["image_every"] == 0 and step != t["steps"]:
         loggers.images(write_run_images(model, dataset, run.images, step=step), step)
         model.train()
-    if step % t["ckpt_every"] == 0 or step == t["steps"]:
+    saved = step % t["ckpt_every"] == 0 or step == t["steps"]
+    if saved:
         run.save_checkpoint(model, step, generators)
+    return saved
 
 
 def due(cfg: dict, step: int) -> bool:

@@ -11,6 +11,7 @@ every metric reads from that cache. The file is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from factorvae.commands.metrics import add_metric_options, check_options, emit
@@ -35,6 +36,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from factorvae.data import image_channels, require_grid
+    from factorvae.io import check_writable
     from factorvae.metrics.plan import describe, format_plan
     from factorvae.metrics.suite import evaluate_model
     from factorvae.runs import RunDir, load_run, open_dataset
@@ -51,17 +53,22 @@ def run(args) -> int:
     grid = require_grid(data.get("name", "?"))
     plan = describe(args.preset, names, grid=grid, overrides=overrides,
                     channels=image_channels(data["name"], data.get("channels")))
-    print(f"{r.dir} (step {r.step:,}): " + format_plan(plan), file=sys.stderr, flush=True)
+    line = f"{r.dir} (step {r.step:,}): " + format_plan(plan)
     if args.dry_run:
+        print(line, file=sys.stderr, flush=True)
         return 0
-    dataset = open_dataset(r.config, progress=not args.no_progress)
-    results = evaluate_model(r.model, dataset, preset=args.preset, seed=seed, metrics=names,
-                             batch_size=batch_size, progress=not args.no_progress, overrides=overrides)
-    if RunDir(r.dir).exists():
-        results = RunDir(r.dir).write_eval(results, r.config, r.step)
-        where = r.dir / "eval.json"
-    else:  # an export or pretrained folder: not ours to write into
-        where = None
+    rd = RunDir(r.dir)
+    ours = rd.exists()  # an export or pretrained folder is read, never written
+    with rd.lock() if ours else contextlib.nullcontext():  # a run being trained (or scored) is not scored now
+        print(line, file=sys.stderr, flush=True)
+        if ours:
+            check_writable(rd.eval_path)  # before minutes of scoring, not after
+        dataset = open_dataset(r.config, progress=not args.no_progress)
+        results = evaluate_model(r.model, dataset, preset=args.preset, seed=seed, metrics=names,
+                                 batch_size=batch_size, progress=not args.no_progress, overrides=overrides)
+        if ours:
+            results = rd.write_eval(results, r.config, r.step)
+    where = rd.eval_path if ours else None
     emit(results, args.json)
     if not args.json:
         if "factor_vae" in results:

@@ -60,7 +60,7 @@ def emit(results: dict, as_json: bool, out: str | None = None) -> None:
     from factorvae.metrics.suite import format_table
 
     if out:
-        from factorvae.runs import atomic_write_json
+        from factorvae.io import atomic_write_json
 
         atomic_write_json(Path(out), results)
     if as_json:
@@ -70,12 +70,15 @@ def emit(results: dict, as_json: bool, out: str | None = None) -> None:
 
 
 def run(args) -> int:
+    from factorvae.io import check_writable
     from factorvae.metrics.api import load_codes
     from factorvae.metrics.plan import describe, format_plan
     from factorvae.metrics.suite import evaluate, sample_warnings
 
     names, seed, overrides = check_options(args)
     metrics = None if args.metrics == "all" else names  # a sample's default: the metrics it serves
+    if args.out:
+        check_writable(args.out)  # a wrong --out is said before the scoring, not after
     codes = load_codes(args.grid)
     kind = f"a sample of {codes.num_points:,} grid points" if codes.is_sample else "every grid point"
     print(f"{args.grid}: codes of {kind}; " + format_plan(describe(args.preset, metrics, codes=codes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -123,59 +124,121 @@ def build_config(args) -> dict:
     return resolve(*layers, cli, sets)
 
 
+#: what a resumed run may change; every other option must repeat the saved config
+RESUMABLE_KEYS = ("train.steps", "train.device", "train.loggers")
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _saved_value(cfg: dict, key: str):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
+
+
+def resume_config(args, rd) -> dict:
+    """The saved config of the run in ``rd`` with ``--steps`` / ``--device`` / ``--logger`` applied. Other
+    options given again must equal the saved values; a differing one is refused by name."""
+    from factorvae.config import parse_set, read_yaml, resolve
+    from factorvae.methods import get_method
+
+    saved = rd.read_config()
+    given = _leaves(read_yaml(args.config)) if args.config else {}
+    given.update(_leaves(parse_set(args.sets)))
+    if args.model:
+        given["model.name"] = args.model
+    if args.dataset:
+        given["data.name"] = args.dataset
+    for key, value in (("data.path", args.data_path), ("data.cache_dir", args.cache_dir)):
+        if value:
+            given[key] = str(Path(value).expanduser().resolve())
+    for flag, key in (("--seed", "seed"), ("--eval-every", "eval_every"), ("--steps", "steps")):
+        value = _number(flag, getattr(args, key))
+        if value is not None:
+            given[f"train.{key}"] = value
+    if args.device:
+        given["train.device"] = args.device
+    if args.logger:
+        given["train.loggers"] = args.logger
+    if "model.name" in given:
+        given["model.name"] = get_method(str(given["model.name"])).name
+    cfg = saved
+    for key, value in given.items():
+        if key in RESUMABLE_KEYS:
+            continue
+        try:
+            old = _saved_value(saved, key)
+        except KeyError:
+            raise UserError(f"--resume: {key} is not in the saved config of {rd.path}; "
+                            "a resumed run keeps its config (only --steps, --device, --threads and --logger may change)") from None
+        if value != old:
+            if key == "model.name":
+                raise UserError(f"{rd.path} holds a {old!r} run, not {value!r} (model.name); choose another --out")
+            raise UserError(f"--resume: {key}={value!r} differs from {old!r} in {rd.config_path}; "
+                            "a resumed run keeps its config (only --steps, --device, --threads and --logger may change)")
+    for key in RESUMABLE_KEYS:
+        if key in given:
+            section, name = key.split(".")
+            cfg[section][name] = given[key]
+    return resolve(cfg)
+
+
 def run(args) -> int:
     from factorvae.runs import RunDir
-    from factorvae.train import train
+    from factorvae.train import Interrupted, train
 
     rd = RunDir(args.out)
-    if args.resume:
-        if not rd.exists():
-            raise UserError(f"--resume: {args.out} holds no run (no config.yaml)")
-        cfg = rd.read_config()
-        if args.model and args.model != cfg["model"]["name"]:
-            raise UserError(f"{args.out} holds a {cfg['model']['name']!r} run, not {args.model!r}; "
-                            "choose another --out")
-        if args.dataset and args.dataset != cfg["data"]["name"]:
-            raise UserError(f"{args.out} holds a run on {cfg['data']['name']!r}, not {args.dataset!r}")
-        if args.config or args.sets or args.seed:
-            raise UserError("--resume continues the saved config; only --steps, --device, --threads and --logger "
-                            "may change")
-        steps = _number("--steps", args.steps)
-        if steps is not None:
-            cfg["train"]["steps"] = steps
-        if args.device:
-            cfg["train"]["device"] = args.device
-        if args.logger:
-            from factorvae.loggers import parse_loggers
-
-            cfg["train"]["loggers"] = parse_loggers(args.logger)
-        start = int(rd.load_checkpoint().get("step", 0))  # also fails early on an unreadable checkpoint
-        if steps is not None:
-            from factorvae.config import resolve
-
-            cfg = resolve(cfg)
-            rd.write_config(cfg)
-    else:
-        start = 0
-        cfg = build_config(args)
-        if rd.exists():
-            old = rd.read_config()["model"]["name"]
-            hint = "" if old == cfg["model"]["name"] else f" of a different model ({old!r})"
-            raise UserError(f"{args.out} already holds a run{hint}; use --resume to continue it or choose another --out")
-        if rd.path.exists() and not rd.path.is_dir():
-            raise UserError(f"--out {args.out} exists and is not a directory")
+    if rd.path.exists() and not rd.path.is_dir():
+        raise UserError(f"--out {args.out} exists and is not a directory")
+    if args.resume and not rd.exists():
+        raise UserError(f"--resume: {args.out} holds no run (no config.yaml)")
+    cfg = None if args.resume else build_config(args)  # a bad option creates nothing
     threads = _number("--threads", args.threads)
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
-    if threads is None and not (not args.resume and cfg["train"]["threads"]):
-        threads = pick_threads()  # picked afresh on every start: the machine's load changes
-    if threads is not None:
-        cfg["train"]["threads"] = threads
-    dataset = prepare(cfg, progress=not args.no_progress)
-    line = expected_time(cfg, dataset, start)
-    if line:
-        print(line, file=sys.stderr, flush=True)
-    summary = train(cfg, rd.path, resume=args.resume, progress=not args.no_progress, dataset=dataset)
+    with rd.lock():  # held from the checks to the end: two writers never share a run
+        if args.resume:
+            cfg = resume_config(args, rd)
+        elif rd.exists():
+            old = rd.read_config()["model"]["name"]
+            if rd.ckpt_path.exists():
+                hint = "" if old == cfg["model"]["name"] else f" of a different model ({old!r})"
+                raise UserError(f"{args.out} already holds a run{hint}; use --resume to continue it or choose another --out")
+        resume, start = False, 0
+        if rd.ckpt_path.exists():  # only with --resume: a fresh run on a checkpoint was refused above
+            start = int(rd.load_checkpoint().get("step", 0))  # fails early on an unreadable checkpoint
+            if start > cfg["train"]["steps"]:
+                raise UserError(f"--steps {cfg['train']['steps']}: {args.out} has already trained {start} steps; "
+                                "a run cannot be resumed to fewer")
+            resume = True
+        elif rd.exists():
+            print(f"factorvae train: {args.out} holds no checkpoint (stopped before its first); "
+                  "starting it again from step 0", file=sys.stderr, flush=True)
+        if threads is None and not (not args.resume and cfg["train"]["threads"]):
+            threads = pick_threads()  # picked afresh on every start: the machine's load changes
+        if threads is not None:
+            cfg["train"]["threads"] = threads
+        dataset = prepare(cfg, progress=not args.no_progress)
+        line = expected_time(cfg, dataset, start)
+        if line:
+            print(line, file=sys.stderr, flush=True)
+        try:
+            summary = train(cfg, rd.path, resume=resume, progress=not args.no_progress, dataset=dataset)
+        except Interrupted as e:
+            print(f"\nfactorvae train: stopped by {signal.Signals(e.signum).name} at step {e.step}; checkpoint saved; "
+                  f"continue with: factorvae train --out {args.out} --resume", file=sys.stderr, flush=True)
+            return 128 + e.signum
     print_summary(summary)
     return 0
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from factorvae.errors import UserError
+
+#: bounds that keep a traversal to seconds: each reference is one PNG sheet (and a GIF column)
+MAX_REFS = 100
+MAX_STEPS = 100
 
 # The library is imported inside the functions: `factorvae --help` registers every command's
 # parser and should not import torch for that.
@@ -15,8 +20,8 @@ def register(sub) -> None:
     p.add_argument("run_dir")
     p.add_argument("--out", help="output folder (default RUN_DIR/images)")
     p.add_argument("--limit", type=float, default=2.0, help="traverse each latent from -LIMIT to LIMIT (default 2)")
-    p.add_argument("--steps", type=int, default=10, help="values per latent (default 10)")
-    p.add_argument("--references", type=int, default=3, help="number of reference images (default 3)")
+    p.add_argument("--steps", type=int, default=10, help=f"values per latent (default 10, at most {MAX_STEPS})")
+    p.add_argument("--references", type=int, default=3, help=f"number of reference images, one sheet each (default 3, at most {MAX_REFS})")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 
@@ -25,10 +30,13 @@ def run(args) -> int:
     from factorvae.runs import load_run
     from factorvae.viz.traversals import write_run_images
 
-    if not (args.limit > 0) or args.steps < 2 or args.references < 1:
-        raise UserError("--limit must be > 0, --steps >= 2 and --references >= 1")
+    if not (0 < args.limit < math.inf) or not (2 <= args.steps <= MAX_STEPS) or not (1 <= args.references <= MAX_REFS):
+        raise UserError(f"--limit must be a finite number > 0, --steps 2..{MAX_STEPS} and --references 1..{MAX_REFS} "
+                        f"(one image sheet per reference), got {args.limit}, {args.steps}, {args.references}")
+    out = Path(args.out) if args.out else Path(args.run_dir) / "images"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
     r = load_run(args.run_dir, device=args.device)
-    out = Path(args.out) if args.out else r.dir / "images"
     written = write_run_images(r.model, r.dataset, out, limit=args.limit, steps=args.steps, references=args.references)
     for k, v in written.items():
         print(f"{k}: {v if isinstance(v, str) else ', '.join(v)}")

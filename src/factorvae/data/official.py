@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from factorvae.data.store import cache_dir
+from factorvae.errors import UserError
 from factorvae.io import atomic_write_text
 
 #: MD5 of the files as published (dSprites: github.com/deepmind/dsprites-dataset; 3D Shapes:
@@ -56,7 +57,7 @@ def file_md5(path: str | Path, cache: str | Path | None = None, progress: bool =
     known[key] = digest
     try:
         atomic_write_text(book, json.dumps(known, indent=1))
-    except OSError:
+    except (OSError, UserError):  # an unwritable cache only costs a re-hash next time
         pass
     return digest
 

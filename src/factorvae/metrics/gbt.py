@@ -72,6 +72,7 @@ class GradientBoostedTrees:
         if K == 1:  # sklearn refuses; a constant prediction is the honest answer here
             self._T, self._raw0 = 0, np.zeros(0)
             self._feat = np.zeros((0, 0, n_internal), np.int8)
+            self.feature_importances_ = self._importance  # no split: no feature matters
             return self
         T = 1 if K == 2 else K
         prior = np.bincount(yi, minlength=K) / n

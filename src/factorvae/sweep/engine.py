@@ -149,7 +149,7 @@ def _run_sweep_locked(sweep, out, workers, ray_address, cpus_per_trial, gpus_per
         def report(res: dict) -> None:
             results.append(res)
             bar.update(1)
-            failed = sum(r["status"] not in ("finished",) for r in results)
+            failed = sum(r["status"] not in ("finished", "busy") for r in results)  # busy: another process has it
             bar.set_postfix({"failed": failed})
             line = f"  {res['status']:<9} {res['id']}  {res.get('action', '')} ({res.get('seconds', 0):.0f} s)"
             if res.get("error"):

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
+from factorvae.errors import UserError
 from factorvae.group_train import evaluate_group, train_group
-from factorvae.io import atomic_write_json
+from factorvae.io import Busy, atomic_write_json
 from factorvae.loggers import log_scores
 from factorvae.methods.base import GaussianVAEBase
 from factorvae.metrics.likelihood import estimate_log_likelihood
@@ -43,10 +44,22 @@ def _train(cfg, out, resume, progress, dataset):  # a seam for tests (fault inje
 
 def run_trial(trial: Trial, trial_dir: str, threads: int = 0, progress: bool = False,
               scores: dict | None = None) -> dict:
-    """Train (or resume) and evaluate one trial; never raises for a failing trial: the traceback
-    goes to ``trial_dir/error.txt`` and the result says ``failed``. ``scores``: the metric
-    suite's result, already computed (a group's batched evaluation)."""
+    """Train (or resume) and evaluate one trial under its run directory's lock; never raises for
+    a failing trial: the traceback goes to ``trial_dir/error.txt`` and the result says ``failed``.
+    A trial another process holds (a worker of a killed driver, still training it) is left to
+    it: the result says ``busy``. ``scores``: the metric suite's result, already computed (a
+    group's batched evaluation)."""
     d = Path(trial_dir)
+    try:
+        with RunDir(d).lock():
+            return _run_trial_locked(trial, d, threads, progress, scores)
+    except Busy as e:
+        return {"id": trial.id, "status": "busy", "action": "skipped", "seconds": 0.0, "error": str(e)}
+    except UserError as e:  # the lock file cannot be written: read-only or full file system
+        return {"id": trial.id, "status": "failed", "action": "", "seconds": 0.0, "error": str(e)}
+
+
+def _run_trial_locked(trial: Trial, d: Path, threads: int, progress: bool, scores: dict | None) -> dict:
     t0 = time.time()
     result = {"id": trial.id, "status": "failed", "action": "", "seconds": 0.0, "error": ""}
     attempt = {"id": os.urandom(4).hex(), "start": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": os.uname().nodename,

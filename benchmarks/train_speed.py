@@ -17,7 +17,7 @@ Method:
 With ``--loop`` also:
 (1) compute: `Method.train_step` alone on pre-made batches, both models interleaved in windows of
     10 steps, ``--repeats`` windows each; median ms/step (robust to other load on the machine).
-(2) loop: the real trainer (`factorvae.train.train`: batch gathers from the uint8 store, log
+(2) loop: the real trainer (`factorvae.trainer.train`: batch gathers from the uint8 store, log
     accumulation, metrics.jsonl, TensorBoard every ``--log-every`` steps; image and checkpoint
     writing are periodic work of their own and pushed past the end) for ``--steps`` steps after 5
     warm-up steps. Each `train_step` call is timed inside the loop, so
@@ -106,7 +106,7 @@ def time_compute(cfgs: dict, dataset, device, repeats: int, window: int = 10) ->
 
 def time_loop(cfg, dataset, steps: int, log_every: int, device) -> tuple[float, float]:
     """(loop seconds/step, seconds/step inside train_step) over ``steps`` trainer steps."""
-    train_mod = importlib.import_module("factorvae.train")  # `factorvae.train` is the function
+    train_mod = importlib.import_module("factorvae.trainer")
 
     starts: list[float] = []
     inside: list[float] = []

@@ -155,7 +155,7 @@ def test_estimate_log_likelihood_reports_k(toy):
 
 def test_true_tc_is_logged_beside_the_discriminator_and_leaves_training_unchanged(tmp_path, toy):
     from factorvae.config import resolve
-    from factorvae.train import train
+    from factorvae.trainer import train
 
     base = {"model": {"name": "factorvae", **TINY, "disc": {"hidden": 16, "layers": 2}}, "data": {"name": "toy"},
             "train": {"steps": 20, "log_every": 5, "ckpt_every": 20, "image_every": 1000, "threads": 1,

@@ -71,11 +71,11 @@ def test_cli_generate_and_show_report_the_verdict(small_npz, tmp_path, cli, monk
 
 
 def test_run_records_the_verdict(small_npz, tmp_path, cli, monkeypatch):
-    import factorvae.train
+    import factorvae.trainer
 
-    # patched where train looks it up (patching viz.traversals would leak into a train module
-    # imported during this test)
-    monkeypatch.setattr(factorvae.train, "write_run_images", lambda *a, **k: {})  # not what is tested
+    # patched where the trainer looks it up (patching viz.traversals would leak into a trainer
+    # module first imported during this test)
+    monkeypatch.setattr(factorvae.trainer, "write_run_images", lambda *a, **k: {})  # not what is tested
     run = tmp_path / "run"
     code, _, err = cli("train", "--dataset", "dsprites", "--data-path", small_npz, "--steps", "1", "--out", run,
                        "--no-progress", "--set", "train.batch_size=8", "--set", "train.image_every=1000")

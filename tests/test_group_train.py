@@ -20,7 +20,7 @@ from factorvae.config import resolve
 from factorvae.data import load_dataset
 from factorvae.errors import UserError
 from factorvae.group_train import train_group
-from factorvae.train import train
+from factorvae.trainer import train
 
 TINY = {"z_dim": 3, "arch": {"channels": [4, 4, 4, 4], "fc": 8}}
 STEPS = 6

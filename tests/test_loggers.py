@@ -72,7 +72,7 @@ def test_missing_tracker_package_fails_before_anything_is_written(tmp_path, cli,
 def test_training_logs_scalars_images_and_hparams_to_tensorboard_and_csv(tmp_path):
     from factorvae.loggers import log_scores
     from factorvae.runs import RunDir
-    from factorvae.train import train
+    from factorvae.trainer import train
     from tensorboard.plugins.hparams import metadata
 
     run = tmp_path / "run"

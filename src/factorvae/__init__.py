@@ -24,9 +24,6 @@ Example (FactorVAE on dSprites, scored and traversed)::
 The command line (``factorvae --help``) does the same from a shell.
 """
 
-import sys
-import types
-
 __all__ = ["train", "load_run", "evaluate", "load_dataset", "datasets", "traverse"]
 
 
@@ -42,7 +39,7 @@ def train(config=None, out=None, *, resume: bool = False, progress: bool = True,
     """
     from factorvae.config import read_yaml, resolve
     from factorvae.runs import RunDir
-    from factorvae.train import train as _train
+    from factorvae.trainer import train as _train
 
     if out is None:
         raise TypeError("train() needs out=, the run directory to write")
@@ -91,15 +88,3 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))
-
-
-class _Package(types.ModuleType):
-    # Importing the submodule factorvae.train would rebind `factorvae.train` to that module;
-    # the name belongs to the function above (the module stays in sys.modules["factorvae.train"]).
-    def __setattr__(self, name, value):
-        if name == "train" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

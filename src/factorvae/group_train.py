@@ -1,5 +1,5 @@
 """Training a group of runs as one batched model (factorvae.group.RunGroup), each run into its
-own run directory with exactly the records ``factorvae.train.train`` writes for it alone:
+own run directory with exactly the records ``factorvae.trainer.train`` writes for it alone:
 config, metrics.jsonl, TensorBoard, checkpoints, images and summary, on the same schedule.
 
 Runs resume from their own checkpoints; runs found at different steps train as separate groups
@@ -23,7 +23,7 @@ from factorvae.loggers import check_loggers, open_loggers
 from factorvae.metrics.codes import Codes
 from factorvae.metrics.suite import evaluate
 from factorvae.runs import RunDir, open_dataset, pick_device
-from factorvae.train import due, finish_run, periodic_work, record_log, start_run
+from factorvae.trainer import due, finish_run, periodic_work, record_log, start_run
 
 
 class _Run:

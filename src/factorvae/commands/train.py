@@ -196,7 +196,7 @@ def resume_config(args, rd) -> dict:
 
 def run(args) -> int:
     from factorvae.runs import RunDir
-    from factorvae.train import Interrupted, train
+    from factorvae.trainer import Interrupted, train
 
     rd = RunDir(args.out)
     if rd.path.exists() and not rd.path.is_dir():

@@ -24,7 +24,7 @@ from factorvae.metrics.tc import model_total_correlation
 from factorvae.runs import RunDir, load_run, open_dataset
 from factorvae.sweep.spec import Trial
 from factorvae.sweep.trialdir import TrialState, inspect_trial, quarantine, write_error, write_trial_json
-from factorvae.train import train
+from factorvae.trainer import train
 
 _DATASETS: dict = {}
 

@@ -7,7 +7,7 @@ BIN      = $(VENV)/bin
 DEMO_DIR ?= runs/demo
 DEMO_STEPS ?= 4000
 
-.PHONY: setup demo test bench clean-venv
+.PHONY: setup demo test bench reproduce clean-venv
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,16 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The paper's core 2D Shapes comparison at full budget (docs/reproduce.md): a CUDA machine;
+# REPRO_ARGS="--set train.steps=300 --set seeds=1 ..." tries the same spec at a small budget.
+REPRO_SPEC ?= configs/sweeps/paper_core_2dshapes.yaml
+REPRO_DIR  ?= runs/paper_core
+REPRO_ARGS ?=
+
+reproduce: setup
+	$(BIN)/factorvae sweep $(REPRO_SPEC) --out $(REPRO_DIR) $(REPRO_ARGS)
+	$(BIN)/factorvae report $(REPRO_DIR)
 
 bench: setup
 	$(BIN)/python benchmarks/train_speed.py

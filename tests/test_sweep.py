@@ -528,3 +528,22 @@ def test_slurm_options_need_slurm(tmp_path, cli):
     code, _, err = cli("sweep", path, "--out", tmp_path / "out", "--slurm", "--ray", "local")
     assert code == 2 and "one of --ray and --slurm" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_set_overrides_a_spec_for_a_small_budget(tmp_path, cli):
+    # `factorvae sweep SPEC --set ...` (and `make reproduce REPRO_ARGS=...`): the paper's spec at a small budget
+    from factorvae.config import parse_set
+    from factorvae.sweep import load_spec
+
+    spec = Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "paper_core_2dshapes.yaml"
+    full = load_spec(spec)
+    assert len(full.trials) == 20 and {t.config["train"]["steps"] for t in full.trials} == {300000}
+    small = load_spec(spec, sets=parse_set(["seeds=1", "train.steps=300", "eval.preset=fast", "eval.true_tc.data=500"]))
+    assert len(small.trials) == 4 and {t.config["train"]["steps"] for t in small.trials} == {300}
+    ev = small.trials[0].eval
+    assert ev["preset"] == "fast" and ev["true_tc"] == {"samples": 10000, "data": 500}
+    assert not {t.id for t in small.trials} & {t.id for t in full.trials}  # new settings, new trials
+    code, out, err = cli("sweep", spec, "--out", tmp_path / "s", "--set", "train.stpes=300", "--dry-run")
+    assert code == 2 and "stpes" in err and "steps" in err and "Traceback" not in err
+    code, out, _ = cli("sweep", spec, "--out", tmp_path / "s", "--set", "seeds=1", "--set", "train.steps=300", "--dry-run")
+    assert code == 0 and "4 trial(s)" in out and out.count("steps=300") == 4

@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--group-size", default="auto", metavar="N",
                    help="train up to N trials that differ only in seed and the method's hyper-parameters as one "
                         "vectorised group in one worker (default auto: 1 on a CPU, sized from GPU memory on CUDA)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the spec (YAML values): seeds=2, eval.preset=fast, or any config key of its base, "
+                        "e.g. train.steps=300 (new settings make new trial ids)")
     p.add_argument("--only", metavar="TEXT", help="run only trials whose id contains TEXT")
     p.add_argument("--dry-run", action="store_true", help="list the trials and their status; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -54,7 +57,9 @@ def run(args) -> int:
     from factorvae.sweep.packing import parse_group_size
     from factorvae.sweep.slurm import SlurmOptions
 
-    sweep = load_spec(args.spec)
+    from factorvae.config import parse_set
+
+    sweep = load_spec(args.spec, sets=parse_set(args.sets))
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     if args.ray and args.slurm:

@@ -233,9 +233,11 @@ def resolve_eval(value) -> dict:
     return ev
 
 
-def load_spec(source: str | Path | dict, base_dir: str | Path | None = None) -> Sweep:
+def load_spec(source: str | Path | dict, base_dir: str | Path | None = None, sets: dict | None = None) -> Sweep:
     """Read and expand a sweep spec (a YAML file or a dict) into its trials; every bad value is
-    a UserError naming where it is."""
+    a UserError naming where it is. ``sets`` (``factorvae sweep --set``, as ``config.parse_set``
+    gives them) override the spec: ``seeds`` and ``eval`` its own keys, anything else its
+    ``base`` config (e.g. ``train.steps``), so a paper spec can be tried at a small budget."""
     if isinstance(source, dict):
         spec, where, base = copy.deepcopy(source), "sweep spec", Path(base_dir or ".")
         src = None
@@ -245,6 +247,13 @@ def load_spec(source: str | Path | dict, base_dir: str | Path | None = None) -> 
             raise UserError(f"sweep spec not found: {path}")
         spec, where, base = read_yaml(path), str(path), Path(base_dir or path.parent)
         src = str(path)
+    for key, value in (sets or {}).items():
+        if key == "seeds":
+            spec["seeds"] = value
+        elif key == "eval" and isinstance(value, dict):
+            spec["eval"] = deep_update(copy.deepcopy(spec.get("eval") or {}), value)
+        else:
+            spec["base"] = deep_update(copy.deepcopy(spec.get("base") or {}), {key: value})
     try:
         check_keys("spec key", spec, SPEC_KEYS)
     except UserError as e:

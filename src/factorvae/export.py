@@ -22,6 +22,7 @@ from safetensors.torch import save as st_save
 
 from factorvae.errors import UserError
 from factorvae.io import atomic_write, atomic_write_json
+from factorvae.metrics.suite import HEADLINE, METRICS
 # the reading side (load_exported, is_export) lives in factorvae.runs: load_run dispatches to it
 from factorvae.runs import EXPORT_CONFIG as CONFIG, EXPORT_WEIGHTS as WEIGHTS
 from factorvae.runs import is_export, kept_prefixes, load_exported, load_run
@@ -73,8 +74,6 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, str]:
 
 def model_card(config: dict, scores: dict | None, has_traversal: bool) -> str:
     """README.md of an export: Hugging Face front matter, then what the model is."""
-    from factorvae.metrics.suite import HEADLINE, METRICS
-
     m, d, info = config["model"], config["data"], config["export"]
     family = "gan" if m["name"] == "infowgan_gp" else "vae"
     front = {"library_name": "factorvae", "tags": ["disentanglement", family, "pytorch", m["name"]],

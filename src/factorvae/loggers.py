@@ -183,7 +183,7 @@ class MlflowLogger(Logger):
             os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         from mlflow.entities import Metric, Param  # optional dependency: pip install 'factorvae[mlflow]'
-        from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient  # optional, as above
 
         self.Metric, self.Param = Metric, Param
         uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").resolve().as_uri()

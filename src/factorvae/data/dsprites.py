@@ -37,6 +37,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from factorvae.data.grid import FactorGrid
 from factorvae.data.official import identify
@@ -164,8 +165,6 @@ def render_sprite(shape: int, scale: int, orient: int) -> np.ndarray:
 
 def sprite_blocks(progress: bool = False):
     """The grid in official index order as 720 consecutive blocks of 1,024 images (4 MB each)."""
-    from tqdm.auto import tqdm
-
     with tqdm(total=len(GRID), desc="dSprites", disable=not progress, unit="img", unit_scale=True) as bar:
         for sh in range(3):
             for sc in range(6):

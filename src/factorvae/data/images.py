@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
 
 from factorvae.data.store import ImageData, as_uint8_tensor, atomic_save_npy, cache_dir, load_cached_npy
 from factorvae.errors import UserError
@@ -66,8 +68,6 @@ def scan(root: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _to_8bit_grey(im):
-    from PIL import Image
-
     a = np.asarray(im, dtype=np.float64)
     if im.mode.startswith("I;16"):
         a = a / 257.0
@@ -78,8 +78,6 @@ def _to_8bit_grey(im):
 
 def _flatten(im):
     """An 'RGB' or 'L' image: transparency composited on black, high bit depths reduced."""
-    from PIL import Image
-
     mode = im.mode
     if mode in ("I", "F") or mode.startswith("I;16"):
         return _to_8bit_grey(im)
@@ -95,8 +93,6 @@ def _flatten(im):
 def read_image(path: Path, channels: int | None) -> tuple[np.ndarray, bool]:
     """(image (C, 64, 64) uint8, whether it is greyscale) of one file; C = channels, or 3 in
     auto mode. Raises on an unreadable file."""
-    from PIL import Image, ImageOps
-
     with Image.open(path) as im:
         grey_mode = im.mode in _GREY_MODES
         if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale while the short side stays >= 128
@@ -149,8 +145,6 @@ def build(root: str | Path, channels=None, cache: str | Path | None = None, prog
           workers: int | None = None, name: str = "folder", force: bool = False) -> tuple[Path, dict]:
     """Decode the folder into the cache unless a valid copy is there; returns (cache path,
     its metadata)."""
-    from tqdm.auto import tqdm
-
     root = Path(root).expanduser()
     if not root.exists():
         raise UserError(f"image folder not found: {root}")

@@ -13,6 +13,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from factorvae.data.store import cache_dir
 from factorvae.errors import UserError
 from factorvae.io import atomic_write_text
@@ -34,8 +36,6 @@ def _key(path: Path) -> str:
 def file_md5(path: str | Path, cache: str | Path | None = None, progress: bool = True) -> str:
     """Hex MD5 of ``path``, from the digest cache when the file is unchanged. An unwritable cache
     only costs hashing again next time."""
-    from tqdm.auto import tqdm
-
     path = Path(path)
     book = cache_dir(cache) / "md5.json"
     key = _key(path)

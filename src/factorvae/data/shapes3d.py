@@ -30,7 +30,10 @@ import hashlib
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
+from tqdm.auto import tqdm
+
 from factorvae.data.grid import FactorGrid
 from factorvae.data.official import identify
 from factorvae.data.shapes3d_scene import MAPS, ORIENTATIONS, SCALES, SIZE, shading_bank, shading_maps
@@ -95,8 +98,6 @@ def render_into(out: np.ndarray, floors=range(10), walls=range(10), objects=rang
     The room (floor + walls) part of a block of 480 images is computed once per (floor, wall);
     each object colour then only touches the pixels the object covers.
     """
-    from tqdm.auto import tqdm
-
     bank = shading_bank() if bank is None else bank
     maps = bank.reshape(BLOCK, MAPS, SIZE * SIZE)
     floors, walls, objects = list(floors), list(walls), list(objects)
@@ -158,8 +159,6 @@ def generate(cache: str | Path | None = None, progress: bool = True, force: bool
     temporary .npy next to the cache, so the process never holds the 5.9 GB (see
     ``write_npy_blocks``).
     """
-    from tqdm.auto import tqdm
-
     path = cache_path(cache)
     if not force and _load_cache(path) is not None:
         return path
@@ -197,8 +196,6 @@ def _load_cache(path: Path) -> np.ndarray | None:
 def _open_h5(path: Path, grid: FactorGrid):
     """The open file and its ``images`` dataset, once keys, shapes, dtypes and labels are
     checked (a UserError names what is wrong). The caller closes the file."""
-    import h5py
-
     if not path.is_file():
         raise UserError(f"3D Shapes file not found: {path}")
     try:
@@ -229,8 +226,6 @@ def _open_h5(path: Path, grid: FactorGrid):
 
 def _h5_chunks(images, path: Path, chunk: int, progress: bool):
     """The images of an open official-format file, ``chunk`` at a time, as (n, 3, 64, 64)."""
-    from tqdm.auto import tqdm
-
     for s in tqdm(range(0, len(images), chunk), desc="3D Shapes: reading", disable=not progress, unit="chunk"):
         try:
             block = images[s : s + chunk]

@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from tqdm.auto import tqdm
 
 SIZE = 64
 #: the official scale and orientation (degrees) values, in class order
@@ -324,8 +325,6 @@ def shading_maps(keys) -> list[np.ndarray]:
 def shading_bank(progress: bool = False) -> np.ndarray:
     """All 480 map sets, float32 (8, 4, 15, MAPS, 64, 64) in (scale, shape, orientation) order,
     so ``bank.reshape(480, MAPS, 64, 64)[k]`` is image block offset k."""
-    from tqdm.auto import tqdm
-
     bank = np.empty((8, 4, 15, MAPS, SIZE, SIZE), dtype=np.float32)
     for o in tqdm(range(15), desc="3D Shapes: ray casting", disable=not progress, unit="view"):
         keys = [(sc, sh, o) for sc in range(8) for sh in range(4)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,8 +74,6 @@ class ImageData:
 def as_uint8_tensor(array: np.ndarray) -> torch.Tensor:
     """A tensor over a (possibly read-only, memory-mapped) uint8 array without copying it.
     Stores are never written to, so the read-only warning does not apply."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(array)

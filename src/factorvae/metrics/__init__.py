@@ -13,11 +13,11 @@ __all__ = ["Codes", "evaluate", "evaluate_model", "METRICS", "PRESETS"]
 
 def __getattr__(name):
     if name == "Codes":
-        from factorvae.metrics.codes import Codes
+        from factorvae.metrics.codes import Codes  # lazy: see the docstring
 
         return Codes
     if name in ("evaluate", "evaluate_model", "METRICS", "PRESETS"):
-        from factorvae.metrics import suite
+        from factorvae.metrics import suite  # lazy: suite imports scipy and every metric
 
         return getattr(suite, name)
     raise AttributeError(name)

@@ -14,10 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from factorvae.data import load_dataset
 from factorvae.errors import UserError
+from factorvae.export import is_export, load_exported
 from factorvae.metrics import suite
 from factorvae.metrics.codes import Codes
+from factorvae.runs import load_run
 
 #: encode every grid point by default up to this many (dSprites: 737,280; 3D Shapes: 480,000)
 ALL_POINTS_UP_TO = 1_000_000
@@ -79,9 +83,6 @@ def evaluate(source=None, *, model=None, dataset=None, codes=None, factors=None,
         path = Path(source)
         if path.suffix == ".npz" or path.is_file():
             return suite.evaluate(load_codes(path), **kw)
-        from factorvae.export import is_export, load_exported
-        from factorvae.runs import load_run
-
         suite.parse_metrics(metrics), suite.preset_params(preset)  # fail before loading
         load = load_exported if is_export(path) else load_run
         source = load(path, device=device, progress=progress)
@@ -94,8 +95,6 @@ def _dataset(dataset):
     if dataset is None:
         raise UserError("evaluate: model= needs dataset= (a data set with a factor grid, or its name)")
     if isinstance(dataset, str):
-        from factorvae.data import load_dataset
-
         return load_dataset(dataset, progress=False)
     return dataset
 
@@ -160,8 +159,6 @@ def encode_points(model, dataset, points: int | None = None, seed: int = 0, batc
     grid points drawn uniformly without replacement with ``seed`` (default: every point when
     the grid has at most ALL_POINTS_UP_TO), with their factor classes, the grid sizes and
     factor names. Encodes under no_grad in eval mode, in batches, with a progress bar."""
-    from tqdm.auto import tqdm
-
     grid = getattr(dataset, "grid", None)
     if grid is None:
         raise UserError(f"data set {getattr(dataset, 'name', '?')} has no ground-truth factors; nothing to encode")

@@ -49,7 +49,7 @@ def features(codes: Codes, rng: np.random.Generator, batch_size: int, num_points
 def beta_vae(codes: Codes, rng: np.random.Generator, batch_size: int = 64, num_train: int = 10000,
              num_eval: int = 5000) -> dict:
     """Higgins et al. metric with a scikit-learn linear classifier (dlib ``beta_vae_sklearn``)."""
-    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.exceptions import ConvergenceWarning  # heavy (scikit-learn): imported only when this metric runs
     from sklearn.linear_model import LogisticRegression
 
     if batch_size < 1 or num_train < 2 or num_eval < 1:

@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from factorvae.data import no_grid_error
 from factorvae.data.grid import FactorGrid
@@ -246,8 +247,6 @@ class _EncoderCodes(Codes):
             self._have[0] = True
 
     def _encode(self, flat: np.ndarray) -> np.ndarray:
-        from tqdm.auto import tqdm
-
         out = []
         steps = range(0, len(flat), self.batch_size)
         bar = tqdm(steps, desc="encoding", unit="batch", leave=False,

@@ -43,7 +43,7 @@ def fit_importances(x_train, y_train, x_test, y_test, rng: np.random.Generator, 
 
     def one(k):
         if backend == "sklearn":
-            from sklearn.ensemble import GradientBoostingClassifier
+            from sklearn.ensemble import GradientBoostingClassifier  # heavy; only for backend='sklearn'
 
             model = GradientBoostingClassifier(n_estimators=n_estimators, random_state=int(seeds[k]))
             model.fit(x_train, y_train[:, k])

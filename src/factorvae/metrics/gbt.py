@@ -31,6 +31,8 @@ predictions against scikit-learn.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 FEATURE_THRESHOLD = np.float32(1e-7)
@@ -106,8 +108,6 @@ class GradientBoostedTrees:
         chunks = [(a, min(T, a + self.trees_per_chunk)) for a in range(0, T, self.trees_per_chunk)]
         pool = None
         if self.n_jobs > 1 and len(chunks) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
             pool = ThreadPoolExecutor(max_workers=min(self.n_jobs, len(chunks)))
         try:
             for s in range(S):

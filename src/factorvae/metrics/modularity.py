@@ -39,7 +39,7 @@ def modularity_per_code(mi: np.ndarray) -> np.ndarray:
 
 def macro_auc(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> float:
     """Mean one-vs-rest ROC-AUC over the classes with both positives and negatives in y."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # heavy (scikit-learn): imported only when this metric runs
 
     aucs = []
     for c, cls in enumerate(classes):
@@ -50,7 +50,7 @@ def macro_auc(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> float:
 
 
 def explicitness_per_factor(z_train, y_train, z_test, y_test, rng: np.random.Generator):
-    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.exceptions import ConvergenceWarning  # heavy (scikit-learn): imported only when this metric runs
     from sklearn.linear_model import LogisticRegression
 
     if len(np.unique(y_train)) < 2:

@@ -18,7 +18,7 @@ from factorvae.metrics.codes import Codes
 
 
 def score_matrix(z_train, y_train, z_test, y_test, continuous_factors: bool, rng: np.random.Generator) -> np.ndarray:
-    from sklearn import svm
+    from sklearn import svm  # heavy (scikit-learn): imported only when this metric runs
     from sklearn.exceptions import ConvergenceWarning
 
     D, K = z_train.shape[1], y_train.shape[1]

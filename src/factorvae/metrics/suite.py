@@ -16,11 +16,14 @@ a metric never changes another metric's numbers.
 from __future__ import annotations
 
 import copy
+import inspect
 import sys
 import time
 import zlib
 
 import numpy as np
+import torch
+import yaml
 
 from factorvae.data import require_grid
 from factorvae.errors import UserError
@@ -121,8 +124,6 @@ def preset_params(preset: str) -> dict[str, dict]:
 
 def check_overrides(overrides: dict | None) -> dict[str, dict]:
     """Validate {metric: {param: value}}: known metrics and parameters only."""
-    import inspect
-
     out: dict[str, dict] = {}
     for name, params in (overrides or {}).items():
         if name not in FUNCTIONS:
@@ -139,8 +140,6 @@ def check_overrides(overrides: dict | None) -> dict[str, dict]:
 
 def parse_settings(items: list[str] | None) -> dict[str, dict]:
     """``["factor_vae.num_train=800", ...]`` -> {metric: {param: value}} (values as YAML)."""
-    import yaml
-
     out: dict[str, dict] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
@@ -225,12 +224,10 @@ def evaluate_model(model, dataset, preset: str = "fast", seed: int = 0, metrics=
     """Score a model's representation (``model.representation``: encoder means for VAEs) on
     the data set's factor grid; what ``train --eval-every`` and ``factorvae eval`` call. With
     ``progress``, first prints what it will do (``plan.describe``) to stderr."""
-    import torch
-
     grid = require_grid(dataset)
     parse_metrics(metrics), preset_params(preset), check_overrides(overrides)  # fail before encoding
     if progress:  # what it will do and cost, before the minutes start (`factorvae eval`)
-        from factorvae.metrics.plan import describe, format_plan
+        from factorvae.metrics.plan import describe, format_plan  # local: plan imports this module
 
         plan = describe(preset, metrics, grid=grid, overrides=overrides, channels=getattr(dataset, "channels", 1))
         print(format_plan(plan), file=sys.stderr, flush=True)

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from factorvae.errors import UserError
+from factorvae.io import atomic_write_json, atomic_write_text
 
 #: where index.json and the model folders are (tests point it at a temporary registry)
 REGISTRY = Path(__file__).parent
@@ -75,10 +77,6 @@ def register(export_dir, name: str, scores: dict | None = None, description: str
     """Add an export folder (``factorvae export``) to the registry at ``REGISTRY`` under ``name``:
     copies it to REGISTRY/name, records the weights' sha256 and ``scores``, appends the sha256
     to the model card. For maintainers shipping models; returns the index entry."""
-    import shutil
-
-    from factorvae.io import atomic_write_json, atomic_write_text
-
     src = Path(export_dir)
     cfg = json.loads((src / "config.json").read_text())
     dst = REGISTRY / name

@@ -86,7 +86,7 @@ def test_training_logs_scalars_images_and_hparams_to_tensorboard_and_csv(tmp_pat
     assert [float(r["train/recon"]) for r in rows] == pytest.approx([r["recon"] for r in recs])
     acc = events(run)
     tags = acc.Tags()
-    assert {"train/recon", "train/tc", "score/recon", "score/active_dims"} <= set(tags["scalars"])
+    assert {"train/recon", "train/tc", "score/recon", "score/active_dims_kl"} <= set(tags["scalars"])
     assert [e.step for e in acc.Scalars("train/recon")] == [2, 4, 6]
     for name in ("images/reconstructions", "images/samples", "images/traversal_ref0"):
         assert [e.step for e in acc.Images(name)] == [4, 6]  # image_every and the end

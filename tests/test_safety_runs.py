@@ -118,8 +118,14 @@ def test_sigint_saves_a_checkpoint_between_steps(tmp_path, cli, monkeypatch):
         return sample(self, *a, **k)
 
     monkeypatch.setattr(ImageData, "sample_batch", interrupted_at_step_3)
+    # the handler a fresh `factorvae train` process starts with (a library imported by an
+    # earlier test may have installed its own, which train leaves alone)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     out = tmp_path / "r"
-    code, _, err = cli("train", *TINY, "--steps", "50", "--set", "train.ckpt_every=1000", "--out", out)
+    try:
+        code, _, err = cli("train", *TINY, "--steps", "50", "--set", "train.ckpt_every=1000", "--out", out)
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert code == 130 and "SIGINT at step 3" in err and f"factorvae train --out {out} --resume" in err
     assert len(err.strip().splitlines()) == 1 and ckpt_step(out) == 3
     monkeypatch.undo()

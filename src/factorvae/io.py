@@ -196,6 +196,7 @@ def exclusive_lock(path: str | Path, what: str):
         finally:
             _HELD[key][1] -= 1
         return
+    created = not path.parent.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -219,6 +220,12 @@ def exclusive_lock(path: str | Path, what: str):
         _HELD[key] = [fd, 1]
         try:
             yield
+        except BaseException:
+            # a first use that failed before writing anything leaves no directory behind
+            if created and [p.name for p in path.parent.iterdir()] == [path.name]:
+                path.unlink(missing_ok=True)
+                path.parent.rmdir()
+            raise
         finally:
             del _HELD[key]
     finally:

@@ -297,8 +297,8 @@ class Loggers:
         dimensions as scores (a sweep adds its metric scores later: ``log_scores``); closes."""
         final = {k: v for k, v in (summary.get("final") or {}).items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
-        if summary.get("active_dims") is not None:
-            final["active_dims"] = len(summary["active_dims"])
+        if summary.get("active_dims_kl") is not None:
+            final["active_dims_kl"] = len(summary["active_dims_kl"])
         self.hparams(hparams_of(cfg), final, summary["steps"])
         self.close()
 

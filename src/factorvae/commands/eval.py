@@ -60,9 +60,9 @@ def run(args) -> int:
     rd = RunDir(r.dir)
     ours = rd.exists()  # an export or pretrained folder is read, never written
     with rd.lock() if ours else contextlib.nullcontext():  # a run being trained (or scored) is not scored now
-        print(line, file=sys.stderr, flush=True)
         if ours:
             check_writable(rd.eval_path)  # before minutes of scoring, not after
+        print(line, file=sys.stderr, flush=True)
         dataset = open_dataset(r.config, progress=not args.no_progress)
         results = evaluate_model(r.model, dataset, preset=args.preset, seed=seed, metrics=names,
                                  batch_size=batch_size, progress=not args.no_progress, overrides=overrides)

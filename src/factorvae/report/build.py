@@ -326,7 +326,8 @@ def _traversals(rep: _Report, max_traversals: int) -> None:
         labelled = None
         if factors is not None and z_dim == len(factors):
             with Image.open(src) as im:
-                labelled = label_rows_right(im, len(factors), [f or "–" for f in factors])
+                # ASCII "-": the default bitmap font has no glyph for a typographic dash
+                labelled = label_rows_right(im, len(factors), [f or "-" for f in factors])
         if labelled is not None:
             save_png(labelled, dst)
         else:

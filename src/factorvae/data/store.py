@@ -65,6 +65,12 @@ class ImageData:
         idx = torch.as_tensor(np.asarray(indices) if not torch.is_tensor(indices) else indices, dtype=torch.long)
         return self.data[idx.to(self.data.device)].float().mul_(self.scale)
 
+    def fixed_indices(self, num: int, seed: int) -> np.ndarray:
+        """min(num, N) distinct indices, sorted, the same for every model given the seed: the
+        fixed image set an analysis scores every trial on."""
+        n = min(int(num), len(self))
+        return np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """A uniformly random minibatch (with replacement across steps, as the paper's)."""
         idx = torch.randint(len(self), (batch_size,), generator=generator, device=generator.device)

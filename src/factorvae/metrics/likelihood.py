@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -65,8 +64,8 @@ def estimate_log_likelihood(model, dataset, num_images: int = 256, num_samples: 
     """
     was_training = model.training
     model.eval()
-    n = min(int(num_images), len(dataset))
-    idx = np.sort(np.random.default_rng(seed).choice(len(dataset), size=n, replace=False))
+    idx = dataset.fixed_indices(num_images, seed)
+    n = len(idx)
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(int(seed) + 11)
     bounds, elbos = [], []

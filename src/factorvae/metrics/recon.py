@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -16,8 +15,8 @@ def reconstruction_error(model, dataset, num_images: int = 10000, seed: int = 0,
     (``recon_at_mean``); also KL(q(z|x)||p(z)) and the ELBO = -(recon + kl), all nats per image."""
     was_training = model.training
     model.eval()
-    n = min(int(num_images), len(dataset))
-    idx = np.sort(np.random.default_rng(seed).choice(len(dataset), size=n, replace=False))
+    idx = dataset.fixed_indices(num_images, seed)
+    n = len(idx)
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(int(seed) + 3)
     tot = {"recon": 0.0, "recon_at_mean": 0.0, "kl": 0.0}

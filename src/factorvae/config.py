@@ -48,7 +48,8 @@ DEFAULTS: dict = {
         "true_tc_data": 0,
         # fp32 or bf16 (autocast of forward/backward; weights and optimiser state stay fp32)
         "precision": "fp32",
-        # how a group of runs steps (factorvae.group): auto (vmap on CUDA, loop on CPU), vmap, loop
+        # how a group of runs steps (factorvae.group): auto (vmap on CUDA, loop on CPU), vmap, loop,
+        # graph (the whole step as one CUDA graph: factorvae.fastpath)
         "group_strategy": "auto",
         "compile": False,  # torch.compile the grouped step (CUDA: CUDA graphs)
     },
@@ -156,7 +157,7 @@ def resolve(*layers: dict) -> dict:
     t["loggers"] = parse_loggers(t["loggers"])
     for key in ("true_tc_every", "true_tc_samples", "true_tc_data"):
         t[key] = check_number("train", key, t[key], minimum=0, integer=True)
-    for key, allowed in (("precision", ("fp32", "bf16")), ("group_strategy", ("auto", "vmap", "loop")),
+    for key, allowed in (("precision", ("fp32", "bf16")), ("group_strategy", ("auto", "vmap", "loop", "graph")),
                          ("compile", (False, True))):
         if t[key] not in allowed:
             raise UserError(f"train.{key} must be one of {', '.join(map(str, allowed))}, got {t[key]!r}")

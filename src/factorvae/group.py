@@ -17,10 +17,13 @@ loss has one definition for a run alone and for a group. Per run:
 A run whose losses turn non-finite is dropped from the group and marked failed (``drop_failed``);
 the others continue unchanged (their computations never mix with another run's).
 
-Two ways to run a group's step (``strategy``), chosen by measurement (benchmarks/train_speed.py,
-benchmarks/group_alternatives.py): ``vmap`` (stacked weights, one batched forward/backward per
-phase: on a GPU, where these small networks are bound by kernel launches, N runs cost about as
-many launches as one) and ``loop`` (each run's own ``train_step`` in turn, on the group's batches).
+Three ways to run a group's step (``strategy``), chosen by measurement (benchmarks/train_speed.py,
+benchmarks/group_alternatives.py, benchmarks/gpu_check.py): ``vmap`` (stacked weights, one batched
+forward/backward per phase: on a GPU, where these small networks are bound by kernel launches, N
+runs cost about as many launches as one), ``graph`` (the same step, every phase and optimiser
+update, captured once as a CUDA graph and replayed: ``factorvae.fastpath``; on a CPU it runs
+eagerly) and ``loop`` (each run's own ``train_step`` in turn, on the group's batches). On CUDA the
+stacked Adams are ``fused`` (and ``capturable`` for ``graph``).
 On a 2-core CPU the step is bound by arithmetic: vmap's grouped (transposed) convolutions lose to
 the single-run path's channels_last convolutions (β-VAE: a group of 4 at 0.26x the aggregate
 rate of the loop), while FactorVAE's discriminator gains from batched matmuls (1.3-1.7x, measured
@@ -42,12 +45,13 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from factorvae.errors import UserError
+from factorvae.fastpath import GraphStep
 from factorvae.methods import get_method
 from factorvae.methods.base import Method
 from factorvae.nets import under_vmap
 
 PRECISIONS = ("fp32", "bf16")
-STRATEGIES = ("auto", "vmap", "loop")
+STRATEGIES = ("auto", "vmap", "loop", "graph")
 
 
 def groupable(method: type[Method] | Method) -> str | None:
@@ -80,14 +84,15 @@ def configure_device(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str, cache: bool = True):
     """``precision: bf16``: bfloat16 autocast of the forward and backward passes (weights,
-    optimiser state and noise stay fp32); ``fp32``: nothing."""
+    optimiser state and noise stay fp32); ``fp32``: nothing. ``cache=False`` inside a CUDA graph
+    capture (autocast's cast cache would hold tensors of the capture)."""
     if precision not in PRECISIONS:
         raise UserError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=cache)
 
 
 class _PhaseCall(nn.Module):
@@ -109,7 +114,7 @@ class RunGroup:
         """``compile``: run each phase's batched forward/backward through ``torch.compile``
         (CUDA: ``mode="reduce-overhead"``, i.e. CUDA graphs, against kernel-launch-bound steps of
         these small networks). Off by default; noise and batch draws stay outside (per-run
-        generators)."""
+        generators). ``strategy="graph"`` captures the whole step instead (``fastpath``)."""
         if not members or len(members) != len(data_generators):
             raise ValueError("a group needs one data generator per member, and at least one member")
         for m in members:
@@ -126,6 +131,8 @@ class RunGroup:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if strategy == "auto":
             strategy = "vmap" if self.device.type == "cuda" else "loop"
+        if strategy == "graph" and compile:
+            raise UserError("train.compile and train.group_strategy graph exclude each other: pick one fast path")
         self.strategy = strategy
         self.precision = precision
         self.compile = compile
@@ -142,6 +149,7 @@ class RunGroup:
         return len(self.members)
 
     def _stack(self) -> None:
+        self._graph = None  # a captured step holds the addresses of the stacked tensors
         if self.strategy == "loop":  # the members' own weights and optimisers are the state
             return
         m0 = self.members[0]
@@ -172,7 +180,10 @@ class RunGroup:
             raise UserError(f"the runs of a group must share optim.{section} settings (lr, betas, eps)")
         name_of = [{id(p): n for n, p in m.named_parameters()} for m in self.members]
         pnames = [name_of[0][id(p)] for p in opts[0].param_groups[0]["params"]]
-        stacked = torch.optim.Adam([self.params[n] for n in pnames], **settings[0])
+        # CUDA: one fused kernel (~7 passes over the weights instead of foreach's ~18); the graph
+        # path also needs the step count on the device (capturable)
+        fast = {"fused": True, "capturable": self.strategy == "graph"} if self.device.type == "cuda" else {}
+        stacked = torch.optim.Adam([self.params[n] for n in pnames], **settings[0], **fast)
         for n in pnames:
             states = [opt.state.get(dict(m.named_parameters())[n], {}) for opt, m in zip(opts, self.members)]
             if not any(states):
@@ -180,7 +191,8 @@ class RunGroup:
             if not all(states) or len({float(s["step"]) for s in states}) != 1:
                 raise ValueError(f"the runs of a group must be at the same optimiser step ({section})")
             stacked.state[self.params[n]] = {
-                k: (states[0][k].clone() if k == "step" else torch.stack([s[k] for s in states]))
+                k: (_step_tensor(states[0][k], self.params[n].device if fast else None) if k == "step"
+                    else torch.stack([s[k] for s in states]))
                 for k in states[0]
             }
         return stacked
@@ -204,7 +216,7 @@ class RunGroup:
                     state = stacked.state.get(sp)
                     if state:
                         opt.state[own[by_id[id(sp)]]] = {
-                            k: (v.clone() if k == "step" else v[i].clone()) for k, v in state.items()
+                            k: (_step_tensor(v, None) if k == "step" else v[i].clone()) for k, v in state.items()
                         }
 
     # -- training --------------------------------------------------------------------------
@@ -229,6 +241,18 @@ class RunGroup:
         batch_size, dtype = x1.shape[1], self.members[0].param_dtype
         draws = [m.draw_noise(batch_size, x1.device, dtype) for m in self.members]
         noise = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
+        if self.strategy == "graph":
+            if self._graph is None:
+                self._graph = GraphStep(self)
+            return self._graph(x1, x2, noise)
+        if self.compile and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are consumed
+        return {k: v.detach() for k, v in self.run_phases(x1, x2, noise).items()}
+
+    def run_phases(self, x1: torch.Tensor, x2: torch.Tensor | None, noise: dict,
+                   graph_safe: bool = False) -> dict[str, torch.Tensor]:
+        """Every phase of one step with its optimiser update, vmapped over the runs: the eager
+        step, and the function ``fastpath.GraphStep`` captures (``graph_safe``: no autocast cache)."""
         carry, logs = None, {}
         for section, phase, frozen in self.template.m.phases:
             # frozen submodules enter as constants: the loss's gradient does not reach them
@@ -236,15 +260,18 @@ class RunGroup:
             buffers = {f"m.{n}": b for n, b in self.buffers.items()}
 
             fn = self._phase_fn(phase, x2 is None, carry is None)
-            with autocast(x1.device, self.precision), under_vmap():
+            with autocast(x1.device, self.precision, cache=not graph_safe), under_vmap():
                 loss, out, carry = fn(params, buffers, x1, x2, noise, self.hp, carry)
             carry = carry[0] if carry else None
+            if self.compile:  # compiled (CUDA-graph) outputs are overwritten by the phase's next replay
+                carry = None if carry is None else carry.clone()
+                out = {k: v.clone() for k, v in out.items()}
             opt = self.optims[section]
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # runs are independent: d(sum)/d(run i's weights) = d(loss_i)
             opt.step()
             logs.update(out)
-        return {k: v.detach() for k, v in logs.items()}
+        return logs
 
     @torch.no_grad()
     def representations(self, x: torch.Tensor) -> torch.Tensor:
@@ -291,3 +318,11 @@ class RunGroup:
         if self.members:
             self._stack()
         return failed_ids
+
+
+def _step_tensor(step: torch.Tensor, device) -> torch.Tensor:
+    """Adam's step count as a fused/capturable Adam keeps it (float32 on ``device``) or, with
+    ``device`` None, as a member's own Adam does (on the CPU, in its dtype)."""
+    if device is None:
+        return step.detach().to("cpu").clone()
+    return step.detach().to(device=device, dtype=torch.float32).clone()

@@ -284,6 +284,18 @@ class RunGroup:
         with under_vmap():
             return vmap(lambda p, b: functional_call(self.template, (p, b), ("representation", x)))(params, buffers)
 
+    @torch.no_grad()
+    def posteriors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, B, d) means and log-variances of q(z|x) for images x (B, C, H, W) under every run's
+        encoder (the true TC's mixture), one batched pass (vmap) or run by run (loop)."""
+        if self.strategy == "loop":
+            out = [m.encode(x) for m in self.members]
+            return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
+        params = {f"m.{n}": p.detach() for n, p in self.params.items()}
+        buffers = {f"m.{n}": b for n, b in self.buffers.items()}
+        with under_vmap():
+            return vmap(lambda p, b: functional_call(self.template, (p, b), ("encode", x)))(params, buffers)
+
     def _phase_fn(self, phase: str, no_x2: bool, no_carry: bool):
         """The phase vmapped over the run axis (compiled if asked), built once per phase."""
         key = (phase, no_x2, no_carry, id(self.template))

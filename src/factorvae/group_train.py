@@ -22,6 +22,7 @@ from factorvae.group import RunGroup, configure_device, group_key
 from factorvae.loggers import check_loggers, open_loggers
 from factorvae.metrics.codes import Codes
 from factorvae.metrics.suite import evaluate
+from factorvae.metrics.tc import models_total_correlation
 from factorvae.runs import RunDir, open_dataset, pick_device
 from factorvae.trainer import due, finish_run, periodic_work, record_log, start_run
 
@@ -102,13 +103,14 @@ def _train_members(members: list[_Run], dataset, progress: bool) -> None:
                 for i in group.drop_failed(sums, step):
                     _fail(members[i], step, count)
                 keep = [before.index(i) for i in group.ids]
-                if t["true_tc_every"] and step % t["true_tc_every"] == 0:
-                    group.unstack()  # true TC encodes with the members' own weights
+                tcs = _true_tcs(group, [members[i] for i in group.ids], dataset, step)
                 host = {k: v[keep].double().cpu() for k, v in sums.items()}  # one transfer
                 rate = count / max(time.perf_counter() - t_last, 1e-9)
                 for j, i in enumerate(group.ids):
                     r = members[i]
                     r.last = {k: float(v[j]) / count for k, v in host.items()}
+                    if tcs:
+                        r.last["true_tc"] = tcs[j]
                     record_log(r.model, dataset, r.cfg, r.run, r.loggers, step, r.last, rate)
                     r.model.train()
                 sums, count, t_last = {}, 0, time.perf_counter()
@@ -127,6 +129,17 @@ def _train_members(members: list[_Run], dataset, progress: bool) -> None:
         r = members[i]
         r.summary = finish_run(r.model, dataset, r.cfg, r.run, step, r.generators, r.last, r.loggers)
         r.loggers.finish(r.cfg, r.summary)
+
+
+def _true_tcs(group: RunGroup, runs: list[_Run], dataset, step: int) -> list[float] | None:
+    """Every run's true TC when due (paper Fig. 7), from one batched encoding of the data set
+    (``models_total_correlation``); each equals its run's ``model_total_correlation``."""
+    t = runs[0].cfg["train"] if runs else {}
+    if not runs or not t["true_tc_every"] or step % t["true_tc_every"]:
+        return None
+    out = models_total_correlation(group.posteriors, group.device, dataset, [r.cfg["train"]["seed"] for r in runs],
+                                   t["true_tc_samples"], t["true_tc_data"])
+    return [o["true_tc"] for o in out]
 
 
 def _fail(r: _Run, step: int, since: int) -> None:

@@ -172,9 +172,9 @@ def start_run(cfg: dict, run: RunDir, dataset, device, resume: bool):
 
 def record_log(model, dataset, cfg: dict, run: RunDir, loggers, step: int, last: dict, steps_per_s: float) -> None:
     """A log step: the mean losses since the last one (``last``, completed in place with
-    true_tc when due) to metrics.jsonl and the trackers."""
+    true_tc when due, unless a group computed it already) to metrics.jsonl and the trackers."""
     t = cfg["train"]
-    if t["true_tc_every"] and step % t["true_tc_every"] == 0:  # paper Fig. 7, beside "tc"
+    if t["true_tc_every"] and step % t["true_tc_every"] == 0 and "true_tc" not in last:  # paper Fig. 7, beside "tc"
         last["true_tc"] = log_true_tc(model, dataset, t)
     record = {"step": step, **last, "steps_per_s": steps_per_s}
     run.append_metrics(record)

@@ -36,7 +36,9 @@ Estimator and its bias
   at equal (S, M) (both are stored beside the estimate).
 
 Everything is vectorised in torch (float32 by default; logsumexp keeps it stable) and chunked
-over samples so that memory stays near ``chunk * M * d`` numbers (4M by default).
+over samples so that memory stays near ``chunk * M * d`` numbers (``default_chunk``: 4M on a CPU,
+2^27 on a GPU). ``models_total_correlation`` estimates it for every run of a vectorised group
+from one batched encoding of the data set.
 """
 
 from __future__ import annotations
@@ -86,8 +88,8 @@ def total_correlation_from_posteriors(
     norm_t = (-0.5 * (LOG_2PI + mix_logvar.to(dtype))).T.contiguous()
     origin_mean, origin_logvar = origin_mean.to(dtype), origin_logvar.to(dtype)
     full = len(mix_index) >= n_total
-    if not chunk:  # keep the (chunk, d, M) block near 4M numbers
-        chunk = max(1, int(4e6 // max(1, mix_mean.numel())))
+    if not chunk:
+        chunk = default_chunk(mix_mean.numel(), z.device)
     per_sample, joint_all, prod_all = [], [], []
     for a in range(0, len(z), chunk):
         zs = z[a : a + chunk]
@@ -113,16 +115,67 @@ def total_correlation_from_posteriors(
     }
 
 
+def default_chunk(mix_numel: int, device: torch.device) -> int:
+    """Samples per logsumexp block: the (chunk, d, M) block near 4M numbers on a CPU, 2^27 (0.5 GiB
+    of float32) on a GPU, where one sample at a time would leave it idle (M = 737,280, d = 10:
+    1 sample vs 18 per block)."""
+    budget = 2**27 if torch.device(device).type == "cuda" else 4e6
+    return max(1, int(budget // max(1, mix_numel)))
+
+
+def encode_batch(device: torch.device) -> int:
+    """Images per encoder pass of the analyses: large on a GPU (one pass is bound by launches),
+    512 on a CPU (activations of a 4,096 batch are ~0.5 GB)."""
+    return 4096 if torch.device(device).type == "cuda" else 512
+
+
 @torch.no_grad()
-def encode_posteriors(model, dataset, indices: np.ndarray, batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_posteriors(model, dataset, indices: np.ndarray, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, logvar) of q(z|x) for data ``indices``, on the model's device."""
-    device = next(model.parameters()).device
+    mean, logvar = encode_many(lambda x: tuple(t[None] for t in model.encode(x)),
+                               next(model.parameters()).device, dataset, indices, batch)
+    return mean[0], logvar[0]
+
+
+@torch.no_grad()
+def encode_many(encode, device: torch.device, dataset, indices, batch: int | None = None):
+    """(mean, logvar), each (R, len(indices), d) float32, of R encoders at once: ``encode(x)``
+    gives (R, B, d) means and log-variances (a vectorised group: one batched pass). The indices
+    go to the device once (no host copy per batch)."""
+    batch = batch or encode_batch(device)
+    idx = torch.as_tensor(np.asarray(indices), dtype=torch.long).to(device)
     means, logvars = [], []
-    for a in range(0, len(indices), batch):
-        mean, logvar = model.encode(dataset.images(indices[a : a + batch]).to(device))
+    for a in range(0, len(idx), batch):
+        mean, logvar = encode(dataset.images(idx[a : a + batch]).to(device))
         means.append(mean.float())
         logvars.append(logvar.float())
-    return torch.cat(means), torch.cat(logvars)
+    return torch.cat(means, dim=1), torch.cat(logvars, dim=1)
+
+
+def _plan(n: int, num_samples: int, num_data: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mixture indices (sorted) and the positions of the sample origins among them, from ``seed``."""
+    rng = np.random.default_rng(seed)
+    m = n if num_data <= 0 or num_data >= n else int(num_data)
+    mix_index = np.arange(n) if m == n else np.sort(rng.choice(n, size=m, replace=False))
+    s = min(int(num_samples), m)
+    # origins: a random part of the subset (their posteriors are encoded already; the others in
+    # the subset are still a uniform random set of the remaining N - 1 points)
+    return mix_index, rng.choice(m, size=s, replace=False)
+
+
+def _tc_of_posteriors(mix_mean, mix_logvar, mix_index: np.ndarray, pick_np: np.ndarray, n: int, seed: int,
+                      chunk: int | None) -> dict:
+    device = mix_mean.device
+    pick = torch.as_tensor(pick_np, device=device)
+    o_mean, o_logvar = mix_mean[pick], mix_logvar[pick]
+    gen = torch.Generator(device=device).manual_seed(int(seed) + 7)
+    z = o_mean + torch.randn(o_mean.shape, generator=gen, device=device) * torch.exp(0.5 * o_logvar)
+    out = total_correlation_from_posteriors(
+        z, torch.as_tensor(mix_index[pick_np], device=device), o_mean, o_logvar, mix_mean, mix_logvar,
+        torch.as_tensor(mix_index, device=device), n, chunk=chunk or default_chunk(mix_mean.numel(), device),
+    )
+    out.update({"true_tc_samples": len(pick_np), "true_tc_data": len(mix_index), "true_tc_exact_mixture": len(mix_index) == n})
+    return out
 
 
 @torch.no_grad()
@@ -134,24 +187,25 @@ def model_total_correlation(model, dataset, num_samples: int = 2000, num_data: i
     ``num_data <= 0`` or ``>= N``). Uses its own random state (``seed``): never the model's or the
     trainer's generators, so logging it does not change training. Leaves the model in eval mode.
     """
-    n = len(dataset)
-    rng = np.random.default_rng(seed)
-    m = n if num_data <= 0 or num_data >= n else int(num_data)
-    mix_index = np.arange(n) if m == n else np.sort(rng.choice(n, size=m, replace=False))
-    s = min(int(num_samples), m)
-    # origins: a random part of the subset (their posteriors are encoded already; the others in
-    # the subset are still a uniform random set of the remaining N - 1 points)
-    pick_np = rng.choice(m, size=s, replace=False)
     model.eval()
-    mix_mean, mix_logvar = encode_posteriors(model, dataset, mix_index)
-    device = mix_mean.device
-    pick = torch.as_tensor(pick_np, device=device)
-    o_mean, o_logvar = mix_mean[pick], mix_logvar[pick]
-    gen = torch.Generator(device=device).manual_seed(int(seed) + 7)
-    z = o_mean + torch.randn(o_mean.shape, generator=gen, device=device) * torch.exp(0.5 * o_logvar)
-    out = total_correlation_from_posteriors(
-        z, torch.as_tensor(mix_index[pick_np], device=device), o_mean, o_logvar, mix_mean, mix_logvar,
-        torch.as_tensor(mix_index, device=device), n, chunk=chunk,
-    )
-    out.update({"true_tc_samples": s, "true_tc_data": m, "true_tc_exact_mixture": m == n})
+    return models_total_correlation(lambda x: tuple(t[None] for t in model.encode(x)), next(model.parameters()).device,
+                                    dataset, [seed], num_samples, num_data, chunk)[0]
+
+
+@torch.no_grad()
+def models_total_correlation(encode, device, dataset, seeds: list[int], num_samples: int = 2000, num_data: int = 0,
+                             chunk: int | None = None, batch: int | None = None) -> list[dict]:
+    """``model_total_correlation`` of R encoders at once (a vectorised group, paper Fig. 7 for
+    every run): ``encode(x)`` gives (R, B, d) means and log-variances, ``seeds`` one seed per
+    encoder. The union of their mixture subsets is encoded once, in one batched pass per batch;
+    each encoder's estimate equals its ``model_total_correlation`` (same subset, origins, noise)."""
+    n = len(dataset)
+    plans = [_plan(n, num_samples, num_data, s) for s in seeds]
+    union = np.unique(np.concatenate([p[0] for p in plans]))
+    mean, logvar = encode_many(encode, device, dataset, union, batch)
+    out = []
+    for r, ((mix_index, pick_np), seed) in enumerate(zip(plans, seeds)):
+        pos = torch.as_tensor(np.searchsorted(union, mix_index), device=mean.device)
+        mm, ml = (mean[r], logvar[r]) if len(union) == len(mix_index) else (mean[r, pos], logvar[r, pos])
+        out.append(_tc_of_posteriors(mm, ml, mix_index, pick_np, n, seed, chunk))
     return out

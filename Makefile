@@ -42,15 +42,25 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-# The paper's core 2D Shapes comparison at full budget (docs/reproduce.md): a CUDA machine;
-# REPRO_ARGS="--set train.steps=300 --set seeds=1 ..." tries the same spec at a small budget.
-REPRO_SPEC ?= configs/sweeps/paper_core_2dshapes.yaml
-REPRO_DIR  ?= runs/paper_core
-REPRO_ARGS ?=
+# The paper's core 2D Shapes comparison at full budget on a CUDA machine (docs/reproduce.md).
+# No install step where torch already imports (a bare GPU machine: PYTHONPATH=src); every method's
+# runs train as one group, all groups at once. REPRO_CHECK: benchmarks/gpu_check.sh's
+# OUTDIR/gpu_check.tar.gz (path and precision; projections). REPRO_MINUTES: a device-time budget,
+# train.steps becomes the largest count that fits (printed first). E.g. the headline pair in 9 min:
+#   make reproduce REPRO_SPEC=configs/sweeps/headline_pair.yaml REPRO_DIR=runs/headline \
+#        REPRO_CHECK=gc/gpu_check.tar.gz REPRO_MINUTES=9
+REPRO_SPEC    ?= configs/sweeps/paper_core_2dshapes.yaml
+REPRO_DIR     ?= runs/paper_core
+REPRO_CHECK   ?=
+REPRO_MINUTES ?=
+REPRO_ARGS    ?=
 
-reproduce: setup
-	$(BIN)/factorvae sweep $(REPRO_SPEC) --out $(REPRO_DIR) $(REPRO_ARGS)
-	$(BIN)/factorvae report $(REPRO_DIR)
+reproduce:
+	@if $(PYTHON) -c 'import torch' 2>/dev/null; then py="$(PYTHON)"; \
+	else $(MAKE) --no-print-directory setup && py="$(BIN)/python"; fi; \
+	PYTHONPATH="$(CURDIR)/src$${PYTHONPATH:+:$$PYTHONPATH}" $$py -u benchmarks/reproduce.py --spec $(REPRO_SPEC) \
+	  --out $(REPRO_DIR) $(if $(REPRO_CHECK),--check $(REPRO_CHECK)) $(if $(REPRO_MINUTES),--minutes $(REPRO_MINUTES)) \
+	  -- $(REPRO_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/train_speed.py

@@ -174,10 +174,12 @@ class _SharedCodes:
 
 @torch.no_grad()
 def evaluate_group(models: list, dataset, preset: str, seed: int, metrics=None, strategy: str = "auto",
-                   batch_size: int = 256) -> list[dict]:
+                   batch_size: int | None = None) -> list[dict]:
     """The metric suite's scores of each trained model (``evaluate_model``'s result), the grid
-    encoded once for all of them: the metrics of runs with one seed draw the same grid points."""
+    encoded once for all of them: the metrics of runs with one seed draw the same grid points.
+    ``batch_size``: grid points per batched pass (default: 4,096 on a GPU, 256 on a CPU)."""
     group = RunGroup(models, [torch.Generator() for _ in models], strategy=strategy)
+    batch_size = batch_size or (4096 if group.device.type == "cuda" else 256)
     for m in models:
         m.eval()
     shared = _SharedCodes(group, dataset)

@@ -67,3 +67,22 @@ def test_config_accepts_the_graph_strategy():
     assert resolve({"train": {"group_strategy": "graph"}})["train"]["group_strategy"] == "graph"
     with pytest.raises(UserError, match="group_strategy"):
         resolve({"train": {"group_strategy": "graphs"}})
+
+
+@pytest.mark.slow  # dynamo traces four vmapped phase variants: ~30 s on a loaded 2-core CPU
+def test_compiled_group_traces_and_equals_the_eager_group(data, monkeypatch):
+    """train.compile: dynamo traces each vmapped phase (backend "eager": no C compiler, seconds),
+    the phase outputs are cloned between phases, and the recompile budget covers the phases."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compile_(fn, backend="eager"))
+    cfgs = configs("factorvae", 2)
+    eager = RunGroup(*build(cfgs), strategy="vmap")
+    compiled = RunGroup(*build(cfgs), strategy="vmap", compile=True)
+    for _ in range(3):
+        expect = eager.step(*eager.sample(data, BATCH))
+        logs = compiled.step(*compiled.sample(data, BATCH))
+        for k in expect:
+            torch.testing.assert_close(logs[k], expect[k], rtol=0, atol=1e-10, msg=k)
+    assert torch._dynamo.config.recompile_limit >= 64
+    for n, p in eager.params.items():
+        torch.testing.assert_close(compiled.params[n], p, rtol=0, atol=1e-10, msg=n)

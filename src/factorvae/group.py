@@ -307,7 +307,11 @@ class RunGroup:
             in_dims = (0, 0, 0, None if no_x2 else 0, 0, 0, None if no_carry else 0)
             fn = vmap(run_phase, in_dims=in_dims, randomness="error")
             if self.compile:
+                # every vmapped phase of every group is one code object to dynamo (vmap's wrapper):
+                # one cache, whose default limit (8) would send later phases back to eager silently
                 fn = torch.compile(fn, mode="reduce-overhead" if self.device.type == "cuda" else None)
+                limits = torch._dynamo.config  # loaded by torch.compile (importing it costs seconds)
+                limits.recompile_limit = max(limits.recompile_limit, 64)
             self._phase_fns = {k: v for k, v in self._phase_fns.items() if k[3] == id(self.template)}
             self._phase_fns[key] = fn
         return self._phase_fns[key]

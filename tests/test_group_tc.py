@@ -12,6 +12,7 @@ import torch
 from factorvae.data import load_dataset
 from factorvae.group import RunGroup
 from factorvae.group_train import train_group
+from factorvae.metrics.codes import encode_batch
 from factorvae.metrics.tc import model_total_correlation, models_total_correlation
 from factorvae.runs import build_model
 from factorvae.trainer import train
@@ -50,3 +51,9 @@ def test_a_group_logs_the_true_tc_a_run_alone_logs(tmp_path, toy):
         assert [r["step"] for r in rows if "true_tc" in r] == [2, 4]
         for r, a in zip(rows, alone):
             assert r["true_tc"] == pytest.approx(a["true_tc"], rel=1e-3, abs=1e-3)
+
+
+def test_evaluation_batches_are_large_on_a_gpu_only():
+    # a GPU pass of a few hundred 64x64 images is bound by launches and syncs; a CPU's is not
+    assert encode_batch(torch.device("cuda")) >= 4096 and encode_batch("cuda:1") >= 4096
+    assert encode_batch("cpu") == 256 and encode_batch(torch.device("cpu"), cpu=512) == 512

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from factorvae.errors import UserError
 from factorvae.group import RunGroup, configure_device, group_key
 from factorvae.loggers import check_loggers, open_loggers
-from factorvae.metrics.codes import Codes
+from factorvae.metrics.codes import Codes, encode_batch
 from factorvae.metrics.suite import evaluate
 from factorvae.metrics.tc import models_total_correlation
 from factorvae.runs import RunDir, open_dataset, pick_device
@@ -179,7 +179,7 @@ def evaluate_group(models: list, dataset, preset: str, seed: int, metrics=None, 
     encoded once for all of them: the metrics of runs with one seed draw the same grid points.
     ``batch_size``: grid points per batched pass (default: 4,096 on a GPU, 256 on a CPU)."""
     group = RunGroup(models, [torch.Generator() for _ in models], strategy=strategy)
-    batch_size = batch_size or (4096 if group.device.type == "cuda" else 256)
+    batch_size = batch_size or encode_batch(group.device)
     for m in models:
         m.eval()
     shared = _SharedCodes(group, dataset)

@@ -17,6 +17,7 @@ from factorvae.errors import UserError
 from factorvae.group import autocast, configure_device
 from factorvae.io import atomic_write_json
 from factorvae.loggers import check_loggers, open_loggers
+from factorvae.metrics.codes import encode_batch
 from factorvae.metrics.suite import evaluate_model
 from factorvae.metrics.tc import model_total_correlation
 from factorvae.runs import RunDir, build_model, open_dataset, pick_device
@@ -235,7 +236,8 @@ def evaluate_during_training(model, dataset, cfg, step, run: RunDir, loggers) ->
         return None
     model.eval()
     t = cfg["train"]
-    scores = evaluate_model(model, dataset, preset=t["eval_preset"], seed=t["seed"], metrics=t.get("eval_metrics"))
+    scores = evaluate_model(model, dataset, preset=t["eval_preset"], seed=t["seed"], metrics=t.get("eval_metrics"),
+                            batch_size=encode_batch(next(model.parameters()).device))
     flat = {}
     for metric, vals in scores.items():
         if isinstance(vals, dict) and metric not in ("settings", "seconds", "encoder"):

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from factorvae.gaussian import LOG_2PI, gaussian_log_density
+from factorvae.metrics.codes import encode_batch
 
 
 def _log_mixture_weights(origin: torch.Tensor, mix_index: torch.Tensor, n_total: int) -> torch.Tensor:
@@ -123,12 +124,6 @@ def default_chunk(mix_numel: int, device: torch.device) -> int:
     return max(1, int(budget // max(1, mix_numel)))
 
 
-def encode_batch(device: torch.device) -> int:
-    """Images per encoder pass of the analyses: large on a GPU (one pass is bound by launches),
-    512 on a CPU (activations of a 4,096 batch are ~0.5 GB)."""
-    return 4096 if torch.device(device).type == "cuda" else 512
-
-
 @torch.no_grad()
 def encode_posteriors(model, dataset, indices: np.ndarray, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, logvar) of q(z|x) for data ``indices``, on the model's device."""
@@ -142,7 +137,7 @@ def encode_many(encode, device: torch.device, dataset, indices, batch: int | Non
     """(mean, logvar), each (R, len(indices), d) float32, of R encoders at once: ``encode(x)``
     gives (R, B, d) means and log-variances (a vectorised group: one batched pass). The indices
     go to the device once (no host copy per batch)."""
-    batch = batch or encode_batch(device)
+    batch = batch or encode_batch(device, cpu=512)
     idx = torch.as_tensor(np.asarray(indices), dtype=torch.long).to(device)
     means, logvars = [], []
     for a in range(0, len(idx), batch):

@@ -63,6 +63,9 @@ def test_the_check_uses_the_graph_path_only_when_exact_and_bf16_only_when_much_f
     rows.append(row("factorvae", 10, 0.3, "graph", "bf16"))
     assert choose(rows, exact_ok=True)["precision"] == "bf16"  # 1.7x
     assert choose([row("factorvae", 1, 0.01, "loop")], exact_ok=True) is None
+    # a pair the other method lacks at that size cannot be projected: not chosen
+    rows.append(row("betavae", 10, 0.5, "graph"))
+    assert choose(rows, exact_ok=True) == {"group_strategy": "graph", "precision": "fp32", "measured_runs": 10}
 
 
 def reproduce(*args):

@@ -71,10 +71,11 @@ class Clock:
     def left(self) -> float:
         return self.budget - (time.perf_counter() - self.t0)
 
-    def allows(self, seconds: float, what: str) -> bool:
+    def allows(self, seconds: float, what: str, quiet: bool = False) -> bool:
         if self.left() >= seconds:
             return True
-        print(f"-- skipped {what}: {self.left():.0f} s left of the budget, it needs ~{seconds:.0f} s", flush=True)
+        if not quiet:
+            print(f"-- skipped {what}: {self.left():.0f} s left of the budget, it needs ~{seconds:.0f} s", flush=True)
         return False
 
 
@@ -99,8 +100,8 @@ def make_group(cfgs, dataset, device, strategy: str, precision: str = "fp32") ->
     return RunGroup(models, gens, precision=precision, strategy=strategy)
 
 
-def peak_mib(device) -> float:
-    return torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
+def peak_mib(device) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
 
 
 def exactness(dataset, device, tiny: bool) -> float:
@@ -130,19 +131,21 @@ def time_steps(group: RunGroup, dataset, window: int, windows: int, seconds: flo
 
 def plan(sizes: list[int], exact_ok: bool) -> tuple[list[tuple], list[tuple]]:
     """(method, runs, precision, path) to time: first what the projections need (groups of 5 and 10
-    in fp32 on the vmap and graph paths), then the rest (sizes 1 and 32, bf16)."""
+    in fp32 on the vmap and graph paths), then the rest (sizes 1 and 32 in fp32, then bf16)."""
     every = [(name, n, precision, path) for name in ("factorvae", "betavae") for n in sizes for precision in ("fp32", "bf16")
              for path in (["loop"] if n == 1 else []) + ["vmap"] + (["graph"] if exact_ok else [])]
     first = [c for c in every if c[1] in (5, 10) and c[2] == "fp32"]
-    return first, [c for c in every if c not in first]
+    return first, sorted((c for c in every if c not in first), key=lambda c: c[2] != "fp32")  # fp32 first
 
 
-def speed(args, dataset, device, clock: Clock, todo: list[tuple]) -> list[dict]:
-    rows = []
+def speed(args, dataset, device, clock: Clock, todo: list[tuple], rows: list[dict], save) -> None:
+    """Time each configuration of ``todo`` into ``rows``, calling ``save`` after each."""
     print(f"{'method':>9} {'runs':>4} {'prec':>4} {'path':>5} {'ms/step':>8} {'steps/s/run':>11} "
           f"{'model-steps/s':>13} {'peak MiB':>9}", flush=True)
+    skipped = []
     for name, n, precision, path in todo:
-        if not clock.allows(args.per_config + 5, f"{name} x{n} {precision} {path}"):
+        if not clock.allows(args.per_config + 5, "", quiet=True):
+            skipped.append(f"{name} x{n} {precision} {path}")
             continue
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -155,10 +158,12 @@ def speed(args, dataset, device, clock: Clock, todo: list[tuple]) -> list[dict]:
         row = {"method": name, "runs": n, "precision": precision, "path": path, "sec_per_step": sec,
                "model_steps_per_s": n / sec, "peak_mib": peak_mib(device)}
         rows.append(row)
+        save()
         print(f"{name:>9} {n:>4} {precision:>4} {path:>5} {sec * 1e3:8.2f} {1 / sec:11.1f} "
-              f"{n / sec:13.0f} {row['peak_mib']:9.0f}", flush=True)
+              f"{n / sec:13.0f} {row['peak_mib'] or float('nan'):9.0f}", flush=True)
         del group
-    return rows
+    if skipped:
+        print(f"-- skipped for lack of time ({clock.left():.0f} s left): {', '.join(skipped)}", flush=True)
 
 
 def periodic_costs(args, dataset, device, clock: Clock) -> dict:
@@ -299,20 +304,26 @@ def main() -> int:
     result["graph_max_weight_diff"], result["graph_exact"] = diff, exact_ok
     print(f"max |weight difference| {diff:.3g} (tolerance {EXACT_TOL:g}): {'exact' if exact_ok else 'NOT exact: graph path unused'}",
           flush=True)
+    result["speed"], result["periodic"] = [], {}
+
+    def save():  # after every figure: a check stopped by its timeout still leaves what it measured
+        result["choice"] = choose(result["speed"], exact_ok)
+        result["projection"] = projection(result)
+        result["seconds"] = time.perf_counter() - clock.t0
+        atomic_write_json(out / "check.json", result)
+
     print("== speed", flush=True)
     first, rest = plan(args.sizes, exact_ok)
-    result["speed"] = speed(args, dataset, device, clock, first)
+    speed(args, dataset, device, clock, first, result["speed"], save)
     print("== periodic work", flush=True)
     result["periodic"] = periodic_costs(args, dataset, device, clock)
+    save()
     print("== speed, the other sizes and bf16", flush=True)
-    result["speed"] += speed(args, dataset, device, clock, rest)
-    result["choice"] = choose(result["speed"], exact_ok)
-    result["projection"] = projection(result)
+    speed(args, dataset, device, clock, rest, result["speed"], save)
+    save()
     print(f"== choice for make reproduce: {json.dumps(result['choice'])}", flush=True)
     for k, v in result["projection"].items():
         print(f"projected {k}: {v / 60:.1f} min" if k.endswith("_s") else f"{k}: {v}", flush=True)
-    result["seconds"] = time.perf_counter() - clock.t0
-    atomic_write_json(out / "check.json", result)
     print(f"== done in {result['seconds']:.0f} s; {out / 'check.json'}", flush=True)
     return 0
 

@@ -55,9 +55,10 @@ REPRO_CHECK   ?=
 REPRO_MINUTES ?=
 REPRO_ARGS    ?=
 
+# a literal `make` for the set-up: with `$(MAKE)` in it, `make -n reproduce` would run this recipe
 reproduce:
 	@if $(PYTHON) -c 'import torch' 2>/dev/null; then py="$(PYTHON)"; \
-	else $(MAKE) --no-print-directory setup && py="$(BIN)/python"; fi; \
+	else make --no-print-directory setup && py="$(BIN)/python"; fi; \
 	PYTHONPATH="$(CURDIR)/src$${PYTHONPATH:+:$$PYTHONPATH}" $$py -u benchmarks/reproduce.py --spec $(REPRO_SPEC) \
 	  --out $(REPRO_DIR) $(if $(REPRO_CHECK),--check $(REPRO_CHECK)) $(if $(REPRO_MINUTES),--minutes $(REPRO_MINUTES)) \
 	  -- $(REPRO_ARGS)

@@ -269,6 +269,7 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--budget", type=float, default=390, help="seconds for everything (default 390)")
+    ap.add_argument("--deadline", type=float, help="unix time to be done by (gpu_check.sh: counts the imports too)")
     ap.add_argument("--sizes", default="1,5,10,32")
     ap.add_argument("--per-config", type=float, default=4.0, help="seconds of timing per configuration")
     ap.add_argument("--window", type=int, default=10)
@@ -278,6 +279,8 @@ def main() -> int:
     ap.add_argument("--compile-only", action="store_true", help="only the torch.compile variant (gpu_check.sh: last)")
     args = ap.parse_args()
     args.sizes = [int(v) for v in args.sizes.split(",")]
+    if args.deadline:
+        args.budget = min(args.budget, args.deadline - time.time())
     clock, out = Clock(args.budget), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
@@ -299,11 +302,15 @@ def main() -> int:
     result = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "torch": torch.__version__,
               "budget_s": args.budget, "tiny": args.tiny}
     print("== exactness: graph path vs eager vmap, FactorVAE group of 2, 8 steps", flush=True)
-    diff = exactness(dataset, device, args.tiny)
-    exact_ok = diff <= EXACT_TOL
+    try:
+        diff = exactness(dataset, device, args.tiny)
+        exact_ok = diff <= EXACT_TOL
+        print(f"max |weight difference| {diff:.3g} (tolerance {EXACT_TOL:g}): "
+              f"{'exact' if exact_ok else 'NOT exact: graph path unused'}", flush=True)
+    except RuntimeError as e:  # a capture that fails: measure the rest without the graph path
+        diff, exact_ok = None, False
+        print(f"graph path failed ({str(e).splitlines()[0][:160]}): graph path unused", flush=True)
     result["graph_max_weight_diff"], result["graph_exact"] = diff, exact_ok
-    print(f"max |weight difference| {diff:.3g} (tolerance {EXACT_TOL:g}): {'exact' if exact_ok else 'NOT exact: graph path unused'}",
-          flush=True)
     result["speed"], result["periodic"] = [], {}
 
     def save():  # after every figure: a check stopped by its timeout still leaves what it measured

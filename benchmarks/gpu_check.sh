@@ -32,8 +32,9 @@ status=0
   echo "== $(date -u +%H:%M:%S) gpu_check: total ${TOTAL}s, main ${main}s, compile ${COMPILE}s"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
   # shellcheck disable=SC2086  # CHECK_ARGS are words
-  timeout --kill-after=5 $(( main + 10 )) "$PYTHON" -u benchmarks/gpu_check.py --out "$WORK" --device "$DEVICE" \
-    --budget "$main" $CHECK_ARGS || { echo "gpu_check.py: exit $?"; echo 1 > "$WORK/failed"; }
+  # its budget ends at start + main (imports included); the timeout is the backstop
+  timeout --kill-after=5 $(( $(left) - COMPILE )) "$PYTHON" -u benchmarks/gpu_check.py --out "$WORK" --device "$DEVICE" \
+    --deadline $(( start + main )) $CHECK_ARGS || { echo "gpu_check.py: exit $?"; echo 1 > "$WORK/failed"; }
   limit=$(( $(left) - 10 ))
   if [ "$limit" -ge 20 ]; then
     echo "== $(date -u +%H:%M:%S) torch.compile of the vmap step (risky: last), ${limit}s"

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gpu_check import choose  # noqa: E402 (benchmarks/ is no package)
 from gpu_projection import project, spec_groups, steps_within  # noqa: E402
+
+from factorvae.sweep import load_spec  # noqa: E402
 
 HEADLINE = str(ROOT / "configs" / "sweeps" / "headline_pair.yaml")
 
@@ -33,6 +36,15 @@ def a_check(fv_sec=2e-3, bv_sec=1e-3):
             "speed": [row("factorvae", 5, fv_sec), row("factorvae", 10, 2 * fv_sec), row("betavae", 10, bv_sec),
                       row("factorvae", 5, fv_sec / 10, path="vmap")],
             "periodic": {"tc_group10_s": 3.0, "eval_group10_s": 2.0, "eval_paper_group10_s": 20.0, "ckpt_s": 0.2}}
+
+
+@pytest.mark.parametrize("name", ["headline_pair", "paper_core_2dshapes", "smoke"])
+def test_the_projection_sees_the_groups_the_sweep_trains(name):
+    spec = ROOT / "configs" / "sweeps" / f"{name}.yaml"
+    train, runs = spec_groups(str(spec))
+    trials = load_spec(spec).trials
+    assert runs == Counter(t.method for t in trials)
+    assert {t.config["train"]["steps"] for t in trials} == {train["steps"]}
 
 
 def test_the_budget_gives_the_largest_step_count_that_fits():

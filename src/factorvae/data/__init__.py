@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
-from factorvae.data import dsprites, images, shapes3d, toy, variants
+from factorvae.data import cars3d, dsprites, images, mpi3d, shapes3d, smallnorb, toy, variants
 from factorvae.data.grid import FactorGrid
 from factorvae.data.store import ImageData
 from factorvae.errors import UserError
@@ -35,6 +35,10 @@ class DatasetInfo:
     cache_path: Callable | None = None
     #: image folders whose channels are chosen per folder (``channels``: 1, 3 or auto) rather than fixed
     auto_channels: bool = False
+    #: images in the data set when it differs from the grid's points (nuisance factors, data/indexed.py)
+    num_images: int | None = None
+    #: factors of the images that are not scored (drawn uniformly once per grid point)
+    nuisance: tuple[str, ...] = ()
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -58,6 +62,24 @@ DATASETS: dict[str, DatasetInfo] = {
         3, variants.GRID, variants.load_noisy, dsprites.generate, render=variants.render_noisy,
         cache_path=dsprites.cache_path,
     ),
+    "dsprites_noshape": DatasetInfo(
+        "dsprites_noshape", "dSprites-noshape (disentanglement_lib): dSprites scored on 4 factors, shape a nuisance",
+        1, variants.NOSHAPE_GRID, variants.load_noshape, dsprites.generate, render=variants.render_noshape,
+        cache_path=dsprites.cache_path, num_images=len(dsprites.GRID), nuisance=("shape",),
+    ),
+    "smallnorb": DatasetInfo(
+        "smallnorb", "SmallNORB (LeCun et al. 2004): --data-path FOLDER of the six official smallnorb-*.mat files",
+        1, smallnorb.GRID, smallnorb.load, None, needs_path=True, num_images=len(smallnorb.FULL_GRID),
+        nuisance=("instance",),
+    ),
+    "cars3d": DatasetInfo(
+        "cars3d", "Cars3D (Reed et al. 2015): --data-path FOLDER of the 183 official car *.mat files",
+        3, cars3d.GRID, cars3d.load, None, needs_path=True,
+    ),
+    **{f"mpi3d_{v}": DatasetInfo(
+        f"mpi3d_{v}", f"MPI3D-{v} (Gondal et al. 2019): --data-path mpi3d_{v}.npz (the official file)",
+        3, mpi3d.GRID, mpi3d.loader(v), None, needs_path=True,
+    ) for v in mpi3d.VARIANTS},
     "toy": DatasetInfo(
         "toy", "toy discs: 3,072 greyscale images, 4 factors; learns in minutes on a CPU",
         1, toy.GRID, toy.load, None, render=toy.render,

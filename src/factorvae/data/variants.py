@@ -21,12 +21,14 @@ metrics score the same five factors as on dSprites, as in disentanglement_lib.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from factorvae.data import dsprites
+from factorvae.data.indexed import NUISANCE_SEED, IndexedData, nuisance_order
 from factorvae.data.store import ImageData
 
 GRID = dsprites.GRID
@@ -134,3 +136,31 @@ def render_color(classes: np.ndarray) -> np.ndarray:
 
 def render_noisy(classes: np.ndarray) -> np.ndarray:
     return render(classes, "noisy")
+
+
+#: dSprites-noshape (dlib's ``dsprites_noshape``: latent factors 2..5): shape is a nuisance
+NOSHAPE_LATENT = ("scale", "orientation", "posX", "posY")
+NOSHAPE_GRID = GRID.subset(list(NOSHAPE_LATENT))[0]
+
+
+@cache
+def noshape_order() -> np.ndarray:
+    """dSprites index of each dsprites_noshape index (computed on first use: 0.1 s)."""
+    _, order = nuisance_order(GRID, NOSHAPE_LATENT, np.random.default_rng(NUISANCE_SEED))
+    order.setflags(write=False)
+    return order
+
+
+def load_noshape(path=None, cache=None, progress: bool = True) -> ImageData:
+    """dSprites scored on scale, orientation, posX, posY; each latent point's image has a
+    shape drawn uniformly once (``data/indexed.py``); training sees all 737,280 images."""
+    base = dsprites.load(path=path, cache=cache, progress=progress)
+    info = dict(base.info, metric_factors=list(NOSHAPE_LATENT), nuisance=["shape"])
+    return IndexedData("dsprites_noshape", base.data, NOSHAPE_GRID, scale=base.scale, info=info,
+                       rows=torch.from_numpy(noshape_order().copy()))
+
+
+def render_noshape(classes: np.ndarray) -> np.ndarray:
+    """Images (N, 1, 64, 64) uint8 0/255 of latent classes (N, 4), with each point's shape."""
+    idx = NOSHAPE_GRID.index(classes)
+    return dsprites.render(GRID.classes(noshape_order()[idx]))[:, None] * 255

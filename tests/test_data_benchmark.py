@@ -182,3 +182,54 @@ def test_data_show_official_mpi3d(tmp_path, cli, monkeypatch):
     assert "no published MD5 is known" in out
     code, out, err = cli("data", "show", "smallnorb", "--data-path", str(tmp_path), "--out", str(tmp_path / "t.png"))
     assert code == 2 and "smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat is missing" in err
+
+
+# -- scream-dSprites ----------------------------------------------------------------------------------
+
+def find_patch(back, bg):
+    """Whether some 64x64 window w of ``bg`` (3, H, W) has 2 * back - w within one grey level of
+    a constant per channel: back = (w + shift) // 2 for one shift per channel."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    strip = sliding_window_view(bg[:, :, :], (8,), axis=2)[:, : bg.shape[1] - 64, : bg.shape[2] - 64]  # (3, y, x, 8)
+    d = 2 * back[:, 0, None, None, :8] - strip
+    cand = np.argwhere((d.max(-1) - d.min(-1) <= 1).all(0))
+    for y, x in cand:
+        d = 2 * back - bg[:, y:y + 64, x:x + 64]
+        if (d.reshape(3, -1).max(1) - d.reshape(3, -1).min(1) <= 1).all():
+            return True
+    return False
+
+
+def test_scream_compose_and_errors(tmp_path, cli):
+    """A patch of the supplied image shifted by a colour, the sprite's pixels inverted; fixed per index."""
+    import torch
+    from PIL import Image
+
+    from factorvae.config import resolve
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(tmp_path / "scream.png")
+    bg = variants.read_scream(tmp_path / "scream.png")
+    assert bg.shape[2] == 350 and abs(bg.shape[1] - 300 * 350 / 400) <= 0.5  # fitted into 350 x 274 as dlib
+    sprites = torch.from_numpy((rng.random((4, 1, 64, 64)) < 0.3).astype(np.uint8))
+    idx = torch.tensor([0, 5, 100_000, 737_279])
+    img = variants.compose(sprites, idx, "scream", background=bg).numpy().astype(int)
+    np.testing.assert_array_equal(img, variants.compose(sprites, idx, "scream", background=bg).numpy())
+    other = variants.compose(sprites, idx + 1, "scream", background=bg).numpy().astype(int)
+    assert (img != other).mean() > 0.5  # another index, another patch
+    for b in range(4):
+        back = np.where(sprites[b].numpy().astype(bool), 255 - img[b], img[b])  # undo the inversion
+        assert find_patch(back, bg.numpy().astype(int)), b
+    with pytest.raises(UserError, match="needs data.scream_path"):
+        resolve({"data": {"name": "scream_dsprites"}})
+    with pytest.raises(UserError, match="applies to scream_dsprites only"):
+        resolve({"data": {"name": "dsprites", "scream_path": "x.jpg"}})
+    code, _, err = cli("data", "show", "scream_dsprites", "--out", tmp_path / "s.png", "--no-progress")
+    assert code == 2 and "needs data.scream_path" in err
+    Image.fromarray(rng.integers(0, 256, (60, 400, 3), dtype=np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(UserError, match="more than 64 pixels"):
+        load_dataset("scream_dsprites", scream_path=tmp_path / "small.png", progress=False)
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match="not a readable image"):
+        load_dataset("scream_dsprites", scream_path=tmp_path / "bad.jpg", progress=False)

@@ -24,7 +24,8 @@ DEFAULTS: dict = {
         "disc": {"lr": 1e-4, "betas": [0.5, 0.9], "eps": 1e-8},
     },
     # channels: image folders only (1, 3 or auto); recorded after loading so the run knows it
-    "data": {"name": "dsprites", "path": None, "cache_dir": None, "channels": None},
+    # scream_path: the background image of scream_dsprites (data/variants.py)
+    "data": {"name": "dsprites", "path": None, "cache_dir": None, "channels": None, "scream_path": None},
     "train": {
         "steps": 300_000,
         "batch_size": 64,
@@ -164,6 +165,11 @@ def resolve(*layers: dict) -> dict:
     ch = cfg["data"]["channels"]
     if ch is not None and (ch not in (1, 3, "auto") or info.grid is not None):
         raise UserError(f"data.channels must be 1, 3 or auto, and only for image folders; got {ch!r} for {info.name!r}")
+    if info.options and cfg["data"]["scream_path"] is None:
+        raise UserError(f"data set {info.name!r} needs data.scream_path: an image to cut its backgrounds from "
+                        "(dlib uses Munch's The Scream); --set data.scream_path=FILE")
+    if not info.options and cfg["data"]["scream_path"] is not None:
+        raise UserError(f"data.scream_path applies to scream_dsprites only, not to {info.name!r}")
     # a section another method reads is allowed (one optim layer may serve several methods)
     check_keys("optim section", cfg["optim"], dict.fromkeys([*DEFAULTS["optim"], *method.optim_sections,
                                                              *(s for m in METHODS.values() for s in m.optim_sections)]))

@@ -23,6 +23,7 @@ def register(sub) -> None:
         q.add_argument("--data-path", help=path_help)
         q.add_argument("--cache-dir", help="where generated data sets are cached (default $FACTORVAE_CACHE or ~/.cache/factorvae)")
         q.add_argument("--channels", help="image folders: 1 (greyscale), 3 (RGB) or auto (default)")
+        q.add_argument("--scream-path", help="scream_dsprites: the image its backgrounds are cut from")
 
     q = dsub.add_parser("list", help="data sets, their factors, sizes and caches")
     q.add_argument("--cache-dir", help="cache folder to report on")
@@ -132,7 +133,7 @@ def run_show(args) -> int:
         n = len(grid)
     else:
         data = load_dataset(args.dataset, args.data_path, args.cache_dir, progress=not args.no_progress,
-                            channels=args.channels)
+                            channels=args.channels, scream_path=args.scream_path)
         grid = data.grid
         draw = lambda classes: data.images(grid.index(classes))  # noqa: E731
         n = len(grid) if grid is not None else len(data)  # nuisance data sets hold more images than points
@@ -190,7 +191,8 @@ def run_generate(args) -> int:
     if args.channels is not None:
         raise UserError("--channels applies to image folders only")
     if args.data_path is not None:  # an official file: read and validate it
-        data = load_dataset(args.dataset, args.data_path, args.cache_dir, progress=progress)
+        data = load_dataset(args.dataset, args.data_path, args.cache_dir, progress=progress,
+                            scream_path=args.scream_path)
         kept = ("a copy is cached and memory-mapped" if info.needs_path or args.dataset == "shapes3d"
                 else "it is read on every use, only its MD5 is cached")
         print(f"{args.dataset}: {args.data_path} has the official structure ({len(data):,} images, "

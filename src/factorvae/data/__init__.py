@@ -39,6 +39,8 @@ class DatasetInfo:
     num_images: int | None = None
     #: factors of the images that are not scored (drawn uniformly once per grid point)
     nuisance: tuple[str, ...] = ()
+    #: keyword options of ``load`` beyond path and cache (config ``data.<option>``)
+    options: tuple[str, ...] = ()
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -61,6 +63,11 @@ DATASETS: dict[str, DatasetInfo] = {
         "noisy_dsprites", "noisy-dSprites (disentanglement_lib): white sprite on uniform noise, fixed per index",
         3, variants.GRID, variants.load_noisy, dsprites.generate, render=variants.render_noisy,
         cache_path=dsprites.cache_path,
+    ),
+    "scream_dsprites": DatasetInfo(
+        "scream_dsprites", "scream-dSprites (disentanglement_lib): the sprite inverts a patch of an image you supply "
+        "(data.scream_path)", 3, variants.GRID, variants.load_scream, dsprites.generate,
+        cache_path=dsprites.cache_path, options=("scream_path",),
     ),
     "dsprites_noshape": DatasetInfo(
         "dsprites_noshape", "dSprites-noshape (disentanglement_lib): dSprites scored on 4 factors, shape a nuisance",
@@ -116,11 +123,18 @@ def image_channels(name: str, channels=None) -> int:
     return channels if channels in (1, 3) else get_dataset_info(name).channels
 
 
-def load_dataset(name: str, path=None, cache=None, progress: bool = True, channels=None) -> ImageData:
-    """``channels`` (1, 3 or "auto"; image folders only) picks greyscale or RGB."""
+def load_dataset(name: str, path=None, cache=None, progress: bool = True, channels=None, **options) -> ImageData:
+    """``channels`` (1, 3 or "auto"; image folders only) picks greyscale or RGB; ``options``
+    (``scream_path``) go to the data sets that take them (``DatasetInfo.options``)."""
     info = get_dataset_info(name)
-    if info.needs_path and path is None:
+    if info.needs_path and path is None and info.grid is None:  # grid loaders name their files
         raise UserError(f"data set {name!r} needs --data-path")
+    given = {k: v for k, v in options.items() if v is not None}
+    if set(given) - set(info.options):
+        raise UserError(f"data.{sorted(set(given) - set(info.options))[0]} applies to "
+                        f"{', '.join(n for n, i in DATASETS.items() if i.options) or 'no data set'}, not to {name!r}")
+    if info.options:
+        return info.load(path=path, cache=cache, progress=progress, **given)
     if channels is not None:
         if info.grid is not None:
             raise UserError(f"data.channels applies to image folders only, not to {name!r}")

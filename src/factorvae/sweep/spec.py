@@ -196,6 +196,19 @@ def _datasets(value) -> list[dict | None]:
     return out
 
 
+def _narrow_datasets(spec_value, value) -> list:
+    """``--set datasets=[a, b]``: the spec's entries of those names (their paths kept), or
+    the entries given in full (mappings); a name the spec lacks becomes ``{name: ...}``."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise UserError(f"--set datasets: a data set name or a list of them, got {value!r}")
+    known = {}
+    for d in spec_value or []:
+        known.setdefault(d if isinstance(d, str) else (d.get("name") if isinstance(d, dict) else None), d)
+    return [known.get(v, v) if isinstance(v, str) else v for v in value]
+
+
 def resolve_eval(value) -> dict:
     ev = copy.deepcopy(EVAL_DEFAULTS)
     if value is None:
@@ -250,6 +263,8 @@ def load_spec(source: str | Path | dict, base_dir: str | Path | None = None, set
     for key, value in (sets or {}).items():
         if key == "seeds":
             spec["seeds"] = value
+        elif key == "datasets":
+            spec["datasets"] = _narrow_datasets(spec.get("datasets"), value)
         elif key == "eval" and isinstance(value, dict):
             spec["eval"] = deep_update(copy.deepcopy(spec.get("eval") or {}), value)
         else:

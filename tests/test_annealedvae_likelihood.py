@@ -38,7 +38,7 @@ def test_annealed_loss_uses_the_step_it_is_given():
     logs = m.train_step(x, None, 50)
     assert logs["capacity"].item() == 5.0
     assert math.isclose(logs["loss"].item(), logs["recon"].item() + 3 * abs(logs["kl"].item() - 5.0), rel_tol=1e-5)
-    with pytest.raises(UserError, match="group_strategy=loop"):  # noise without a step: refused, not stale
+    with pytest.raises(UserError, match="--group-size 1"):  # noise without a step: refused, not stale
         m.draw_noise(4, x.device, x.dtype)
 
 
@@ -96,3 +96,11 @@ def test_analyses_respect_the_likelihood():
         xx = x[:2, None].expand(2, 3, 1, 64, 64).reshape(6, 1, 64, 64)
         diff = (log_px_given_z(logits, xx, "gaussian") - log_px_given_z(logits, xx, "bernoulli")).reshape(2, 3)
     torch.testing.assert_close(lw_g - lw_b, diff, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["smallnorb", "cars3d", "mpi3d_real"])
+def test_dataset_defaults_for_the_new_data_sets(name):
+    """dlib's FC-256 networks by default; an explicit value wins."""
+    assert resolve({"data": {"name": name}})["model"]["arch"]["fc"] == 256
+    assert resolve({"data": {"name": name}, "model": {"arch": {"fc": 64}}})["model"]["arch"]["fc"] == 64
+    assert resolve({"data": {"name": name}})["model"]["likelihood"] == "bernoulli"

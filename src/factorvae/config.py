@@ -56,7 +56,8 @@ DEFAULTS: dict = {
 }
 #: the keys of every optimiser section (``make_adam``)
 OPTIM_KEYS = ("lr", "betas", "eps")
-#: what differs from DEFAULTS per data set (Kim & Mnih 2018, Appendix A): the 3D Shapes,
+#: what differs from DEFAULTS per data set (Kim & Mnih 2018, Appendix A; image channels are the
+#: registry's, data.DATASETS): the 3D Shapes,
 #: CelebA, 3D Chairs and 3D Faces networks have FC 256 where 2D Shapes has 128 (Table 2), and
 #: the discriminator's learning rate, tuned over {1e-4, 1e-5}, is 1e-5 for 3D Shapes, CelebA
 #: and 3D Chairs. Explicit config values win over these.
@@ -65,6 +66,11 @@ DATASET_DEFAULTS: dict = {
     "celeba": {"model": {"arch": {"fc": 256}}, "optim": {"disc": {"lr": 1e-5}}},
     "chairs": {"model": {"arch": {"fc": 256}}, "optim": {"disc": {"lr": 1e-5}}},
     "faces3d": {"model": {"arch": {"fc": 256}}},
+    # disentanglement_lib's conv_encoder / deconv_decoder (FC 256) for the data sets only its
+    # studies use; Bernoulli likelihood (dlib's reconstruction loss there) is the global default
+    "smallnorb": {"model": {"arch": {"fc": 256}}},
+    "cars3d": {"model": {"arch": {"fc": 256}}},
+    **{f"mpi3d_{v}": {"model": {"arch": {"fc": 256}}} for v in ("toy", "realistic", "real")},
 }
 
 

@@ -57,7 +57,7 @@ class AnnealedVAE(VAE):
     def draw_noise(self, batch_size, device, dtype):
         if self._step is None:  # a C from a stale step would be silently wrong
             raise UserError("annealedvae needs the training step for its capacity C, and this vectorised group does "
-                            "not pass it (set_step); train with train.group_strategy=loop or --group-size 1")
+                            "not pass it (set_step); train its runs with --group-size 1")
         c = torch.tensor(self.capacity(self._step), device=device, dtype=dtype)
         self._step = None
         return {**super().draw_noise(batch_size, device, dtype), "capacity": c}

@@ -233,3 +233,23 @@ def test_scream_compose_and_errors(tmp_path, cli):
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(UserError, match="not a readable image"):
         load_dataset("scream_dsprites", scream_path=tmp_path / "bad.jpg", progress=False)
+
+
+def test_metrics_score_the_latent_grid_of_a_nuisance_data_set(tmp_path):
+    """Metrics see SmallNORB's 4 latent factors, one image per point; training batches come
+    from all images."""
+    import torch
+
+    from factorvae.metrics.suite import evaluate_model
+    from factorvae.config import resolve
+    from factorvae.runs import build_model
+
+    big = FactorGrid(smallnorb.FULL_GRID.names, (3, 2, 4, 3, 2))
+    data = smallnorb.build(norb_folder(tmp_path, big), big, cache=tmp_path / "cache", progress=False)
+    cfg = resolve({"model": {"name": "vae", "arch": {"channels": [4, 4, 4, 4], "fc": 8}}})
+    model = build_model(cfg, 1, torch.device("cpu"))[0]
+    res = evaluate_model(model, data, preset="fast", metrics=["mig", "factor_vae"])
+    assert res["settings"]["factors"] == ["category", "elevation", "azimuth", "lighting"]
+    assert 0 <= res["mig"]["discrete_mig"] <= 1
+    assert len(data.grid) == 72 and len(data) == 144  # batches are drawn over every image
+    assert sorted(data.rows.tolist()) == list(range(144))

@@ -104,3 +104,13 @@ def test_dataset_defaults_for_the_new_data_sets(name):
     assert resolve({"data": {"name": name}})["model"]["arch"]["fc"] == 256
     assert resolve({"data": {"name": name}, "model": {"arch": {"fc": 64}}})["model"]["arch"]["fc"] == 64
     assert resolve({"data": {"name": name}})["model"]["likelihood"] == "bernoulli"
+
+
+def test_shipped_config():
+    from pathlib import Path
+
+    from factorvae.config import read_yaml
+
+    cfg = resolve(read_yaml(Path(__file__).resolve().parents[1] / "configs" / "annealedvae.yaml"))
+    m = cfg["model"]
+    assert (m["name"], m["gamma"], m["c_max"], m["iteration_threshold"]) == ("annealedvae", 1000, 25, 100_000)

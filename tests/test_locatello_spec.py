@@ -76,3 +76,16 @@ def test_projection_times_each_kind_once(monkeypatch):
     assert p["by_method"]["betavae"]["steps"] == 8 * 30
     assert all(0 < r for v in p["by_method"].values() for r in v["rates"])
     assert "projected device time" in projection.describe(p)[0]
+
+
+def test_new_default_options_keep_older_trial_ids():
+    """model.likelihood and data.scream_path at their defaults leave a trial's hash and its
+    config.yaml comparison as before they existed."""
+    from factorvae.sweep import experiment_config
+
+    t = load_spec({"methods": [{"name": "betavae"}], "datasets": ["toy"]}).trials[0]
+    old = {**t.config, "model": dict(t.config["model"]), "data": dict(t.config["data"])}
+    del old["model"]["likelihood"], old["data"]["scream_path"]
+    assert experiment_config(old) == experiment_config(t.config)
+    g = load_spec({"methods": [{"name": "betavae", "set": {"model.likelihood": "gaussian"}}], "datasets": ["toy"]})
+    assert g.trials[0].config_hash != t.config_hash

@@ -98,6 +98,11 @@ def experiment_config(cfg: dict) -> dict:
         out.get(section, {}).pop(key, None)
     if out.get("train", {}).get("precision") == "fp32":  # the default: ids of older sweeps stay valid
         out["train"].pop("precision")
+    # options added later, at their defaults: older sweeps' ids and config.yaml files stay valid
+    if out.get("model", {}).get("likelihood") == "bernoulli":
+        out["model"].pop("likelihood")
+    if "scream_path" in out.get("data", {}) and out["data"]["scream_path"] is None:
+        out["data"].pop("scream_path")
     return out
 
 

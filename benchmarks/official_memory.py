@@ -66,6 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", help="where to write the files and caches (default: system temp)")
     ap.add_argument("--mpi3d-axis", type=int, nargs="+", default=[1, 4], help="horizontal-axis values in the MPI3D file")
+    ap.add_argument("--only", nargs="+", default=["smallnorb", "cars3d", "mpi3d"], help="which data sets")
     args = ap.parse_args()
     import numpy as np
     import scipy.io
@@ -74,15 +75,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmp = Path(tmp)
         runs = []
-        (tmp / "norb").mkdir()
-        write_norb(tmp / "norb", rng)
-        runs.append(("smallnorb", tmp / "norb", 0))
-        (tmp / "cars").mkdir()
-        for k in range(183):
-            scipy.io.savemat(tmp / "cars" / f"car_{k:03d}_mesh.mat",
-                             {"im": rng.integers(0, 256, (128, 128, 3, 24, 4), dtype=np.uint8)})
-        runs.append(("cars3d", tmp / "cars", 0))
-        for axis in args.mpi3d_axis:
+        if "smallnorb" in args.only:
+            (tmp / "norb").mkdir()
+            write_norb(tmp / "norb", rng)
+            runs.append(("smallnorb", tmp / "norb", 0))
+        if "cars3d" in args.only:
+            (tmp / "cars").mkdir()
+            for k in range(183):
+                scipy.io.savemat(tmp / "cars" / f"car_{k:03d}_mesh.mat",
+                                 {"im": rng.integers(0, 256, (128, 128, 3, 24, 4), dtype=np.uint8)})
+            runs.append(("cars3d", tmp / "cars", 0))
+        for axis in args.mpi3d_axis if "mpi3d" in args.only else []:
             n = 6 * 6 * 2 * 3 * 3 * axis * 40
             f = tmp / f"mpi3d_toy_{axis}.npz"
             with open(f, "wb") as fh:  # np.savez of a memmap: written without holding it in memory

@@ -117,9 +117,13 @@ def build(folder: str | Path, full: FactorGrid | None = None, latent=LATENT, cac
     def blocks():
         with tqdm(total=len(index), desc="SmallNORB: resizing", disable=not progress, unit="img") as bar:
             for dat, _ in splits:
+                row = 2 * 96 * 96
                 for a in range(0, len(dat), CHUNK):
-                    yield resize64(np.asarray(dat[a:a + CHUNK, 0]))  # left camera
-                    bar.update(min(CHUNK, len(dat) - a))
+                    # read, not the memmap: mapped pages would stay resident (the whole 900 MB)
+                    n = min(CHUNK, len(dat) - a)
+                    block = np.fromfile(dat.filename, np.uint8, n * row, offset=dat.offset + a * row)
+                    yield resize64(block.reshape(n, 2, 96, 96)[:, 0])  # left camera
+                    bar.update(n)
 
     path = source_copy("smallnorb", paths, (len(index), 1, 64, 64), blocks, cache, "SmallNORB")
     row_of = np.empty(len(full), dtype=np.int64)

@@ -133,13 +133,11 @@ def load_dataset(name: str, path=None, cache=None, progress: bool = True, channe
     if set(given) - set(info.options):
         raise UserError(f"data.{sorted(set(given) - set(info.options))[0]} applies to "
                         f"{', '.join(n for n, i in DATASETS.items() if i.options) or 'no data set'}, not to {name!r}")
-    if info.options:
-        return info.load(path=path, cache=cache, progress=progress, **given)
     if channels is not None:
         if info.grid is not None:
             raise UserError(f"data.channels applies to image folders only, not to {name!r}")
         return info.load(path=path, cache=cache, progress=progress, channels=channels)
-    return info.load(path=path, cache=cache, progress=progress)
+    return info.load(path=path, cache=cache, progress=progress, **given)
 
 
 def no_grid_error(name: str | None, what: str = "metrics") -> UserError:

@@ -32,7 +32,7 @@ _DATASETS: dict = {}
 def _load_dataset(cfg: dict):
     """Each worker process keeps its data sets (memory-mapped; shared pages across processes)."""
     d = cfg["data"]
-    key = (d["name"], d.get("path"), d.get("cache_dir"), d.get("channels"))
+    key = (d["name"], d.get("path"), d.get("cache_dir"), d.get("channels"), d.get("scream_path"))
     if key not in _DATASETS:
         _DATASETS[key] = open_dataset(cfg, progress=False)
     return _DATASETS[key]

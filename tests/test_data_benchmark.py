@@ -253,3 +253,13 @@ def test_metrics_score_the_latent_grid_of_a_nuisance_data_set(tmp_path):
     assert 0 <= res["mig"]["discrete_mig"] <= 1
     assert len(data.grid) == 72 and len(data) == 144  # batches are drawn over every image
     assert sorted(data.rows.tolist()) == list(range(144))
+
+
+def test_data_list_shows_nuisance_and_image_counts(cli):
+    code, out, _ = cli("data", "list")
+    assert code == 0
+    block = out[out.index("smallnorb"):]
+    assert "48,600 images" in block.splitlines()[0]
+    assert "category (5), elevation (9), azimuth (18), lighting (6); nuisance: instance (not scored)" in block
+    assert "needs --data-path (official files)" in block
+    assert "mpi3d_real" in out and "scream_dsprites" in out

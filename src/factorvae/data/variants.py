@@ -36,7 +36,8 @@ from factorvae.errors import UserError
 
 GRID = dsprites.GRID
 METRIC_FACTORS = dsprites.METRIC_FACTORS
-KINDS = ("color", "noisy", "scream")
+#: the variants composed from the index alone (scream-dSprites also needs its background image)
+KINDS = ("color", "noisy")
 #: dlib shrinks the scream image to fit 350 x 274 (``thumbnail``) before cropping 64 x 64 patches
 SCREAM_BOX = (350, 274)
 #: default seed of the nuisance; a different seed is a different (equally valid) data set
@@ -89,7 +90,9 @@ def compose(sprites, index, kind: str, seed: int = SEED, background=None):
         counter = ar(3 * h * w).reshape(1, 3, h, w) + (1 << 20)
         noise = nuisance_bytes(index, counter, seed)
         return to_u8(noise + (255 - noise) * sprites)  # the sprite is white, the rest noise
-    if kind == "scream" and is_torch:
+    if kind == "scream":
+        if not is_torch or background is None:
+            raise ValueError("scream-dSprites composes torch tensors over a background image")
         # dlib: a random 64x64 patch, (patch + u) / 2 with u uniform per channel, the sprite inverted
         _, bh, bw = background.shape
         idx = index.reshape(b)

@@ -89,3 +89,44 @@ def test_new_default_options_keep_older_trial_ids():
     assert experiment_config(old) == experiment_config(t.config)
     g = load_spec({"methods": [{"name": "betavae", "set": {"model.likelihood": "gaussian"}}], "datasets": ["toy"]})
     assert g.trials[0].config_hash != t.config_hash
+
+
+def test_sampled_codes_are_scored_beside_the_means(tmp_path, cli):
+    """eval.sampled: the metrics on z ~ q(z|x) land in eval.json's "sampled" and the table's
+    sampled.* columns; at its default (false) the eval hash is the older one."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from factorvae.errors import UserError
+    from factorvae.runs import load_run, open_dataset
+    from factorvae.sweep import stable_hash
+    from factorvae.sweep.table import trial_row
+    from factorvae.sweep.trial import SampledCodes, evaluate_trial
+
+    spec = {"base": {"model": {"arch": {"channels": [4, 4, 4, 4], "fc": 8}},
+                     "train": {"steps": 2, "batch_size": 8, "threads": 1, "image_every": 1000, "log_every": 1}},
+            "methods": [{"name": "betavae"}], "datasets": ["toy"],
+            "eval": {"metrics": ["mig"], "recon_images": 0, "true_tc": None, "log_likelihood": None, "sampled": True}}
+    trial = load_spec(spec).trials[0]
+    assert trial.eval["sampled"] is True
+    off = load_spec({**spec, "eval": {**spec["eval"], "sampled": False}}).trials[0]
+    assert off.eval_hash == stable_hash({k: v for k, v in off.eval.items() if k != "sampled"})
+    with pytest.raises(UserError, match="eval.sampled must be true or false"):
+        load_spec({**spec, "eval": {"sampled": "yes"}})
+    d = tmp_path / "trials" / trial.id
+    from factorvae.trainer import train
+
+    train(trial.config, d, progress=False)
+    evaluate_trial(d, trial, open_dataset(trial.config))
+    ev = json.loads((d / "eval.json").read_text())
+    assert 0 <= ev["sampled"]["mig"]["discrete_mig"] <= 1 and "settings" not in ev["sampled"]
+    assert ev["sampled"]["mig"]["discrete_mig"] != ev["mig"]["discrete_mig"]
+    model = load_run(d, load_data=False).model
+    x = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    z1, z2 = SampledCodes(model, 0).representation(x), SampledCodes(model, 0).representation(x)
+    torch.testing.assert_close(z1, z2)  # seeded
+    assert not torch.allclose(z1, model.representation(x))  # a draw, not the mean
+    row = trial_row(d, trial)
+    assert np.isfinite(row["sampled.mig.discrete_mig"])

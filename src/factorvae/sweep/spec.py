@@ -35,6 +35,8 @@ EVAL_DEFAULTS: dict = {
     "true_tc": {"samples": 2000, "data": 0},
     # importance-sampled log p(x) (metrics/likelihood.py): images and K samples per image
     "log_likelihood": {"images": 256, "samples": 100},
+    # also score sampled codes z ~ q(z|x) (dlib's postprocess "sampled"), as eval.json's "sampled"
+    "sampled": False,
 }
 #: keys that describe the machine, not the experiment: left out of the trial hash
 MACHINE_KEYS = (("train", "device"), ("train", "threads"), ("train", "loggers"), ("data", "cache_dir"),
@@ -246,6 +248,8 @@ def resolve_eval(value) -> dict:
     ev["metrics"] = m
     if isinstance(ev["seed"], bool) or not isinstance(ev["seed"], int) or ev["seed"] < 0:
         raise UserError(f"eval.seed must be a whole number >= 0, got {ev['seed']!r}")
+    if not isinstance(ev["sampled"], bool):
+        raise UserError(f"eval.sampled must be true or false, got {ev['sampled']!r}")
     if isinstance(ev["recon_images"], bool) or not isinstance(ev["recon_images"], int) or ev["recon_images"] < 0:
         raise UserError(f"eval.recon_images must be a whole number >= 0, got {ev['recon_images']!r}")
     return ev
@@ -289,7 +293,8 @@ def load_spec(source: str | Path | dict, base_dir: str | Path | None = None, set
     seeds = _seeds(spec.get("seeds"))
     datasets = _datasets(spec.get("datasets"))
     ev = resolve_eval(spec.get("eval"))
-    eval_hash = stable_hash(ev)
+    # eval.sampled came later: at its default the hash of older sweeps' evaluations stays valid
+    eval_hash = stable_hash({k: v for k, v in ev.items() if not (k == "sampled" and v is False)})
     trials: dict[str, Trial] = {}
     for i, m in enumerate(methods):
         mw = f"{where}: methods[{i}]"

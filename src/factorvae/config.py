@@ -24,7 +24,8 @@ DEFAULTS: dict = {
         "disc": {"lr": 1e-4, "betas": [0.5, 0.9], "eps": 1e-8},
     },
     # channels: image folders only (1, 3 or auto); recorded after loading so the run knows it
-    "data": {"name": "dsprites", "path": None, "cache_dir": None, "channels": None},
+    # scream_path: the background image of scream_dsprites (data/variants.py)
+    "data": {"name": "dsprites", "path": None, "cache_dir": None, "channels": None, "scream_path": None},
     "train": {
         "steps": 300_000,
         "batch_size": 64,
@@ -56,7 +57,8 @@ DEFAULTS: dict = {
 }
 #: the keys of every optimiser section (``make_adam``)
 OPTIM_KEYS = ("lr", "betas", "eps")
-#: what differs from DEFAULTS per data set (Kim & Mnih 2018, Appendix A): the 3D Shapes,
+#: what differs from DEFAULTS per data set (Kim & Mnih 2018, Appendix A; image channels are the
+#: registry's, data.DATASETS): the 3D Shapes,
 #: CelebA, 3D Chairs and 3D Faces networks have FC 256 where 2D Shapes has 128 (Table 2), and
 #: the discriminator's learning rate, tuned over {1e-4, 1e-5}, is 1e-5 for 3D Shapes, CelebA
 #: and 3D Chairs. Explicit config values win over these.
@@ -65,6 +67,11 @@ DATASET_DEFAULTS: dict = {
     "celeba": {"model": {"arch": {"fc": 256}}, "optim": {"disc": {"lr": 1e-5}}},
     "chairs": {"model": {"arch": {"fc": 256}}, "optim": {"disc": {"lr": 1e-5}}},
     "faces3d": {"model": {"arch": {"fc": 256}}},
+    # disentanglement_lib's conv_encoder / deconv_decoder (FC 256) for the data sets only its
+    # studies use; Bernoulli likelihood (dlib's reconstruction loss there) is the global default
+    "smallnorb": {"model": {"arch": {"fc": 256}}},
+    "cars3d": {"model": {"arch": {"fc": 256}}},
+    **{f"mpi3d_{v}": {"model": {"arch": {"fc": 256}}} for v in ("toy", "realistic", "real")},
 }
 
 
@@ -165,6 +172,11 @@ def resolve(*layers: dict) -> dict:
     ch = cfg["data"]["channels"]
     if ch is not None and (ch not in (1, 3, "auto") or info.grid is not None):
         raise UserError(f"data.channels must be 1, 3 or auto, and only for image folders; got {ch!r} for {info.name!r}")
+    if info.options and cfg["data"]["scream_path"] is None:
+        raise UserError(f"data set {info.name!r} needs data.scream_path: an image to cut its backgrounds from "
+                        "(dlib uses Munch's The Scream); --set data.scream_path=FILE")
+    if not info.options and cfg["data"]["scream_path"] is not None:
+        raise UserError(f"data.scream_path applies to scream_dsprites only, not to {info.name!r}")
     # a section another method reads is allowed (one optim layer may serve several methods)
     check_keys("optim section", cfg["optim"], dict.fromkeys([*DEFAULTS["optim"], *method.optim_sections,
                                                              *(s for m in METHODS.values() for s in m.optim_sections)]))

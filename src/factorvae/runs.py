@@ -316,4 +316,5 @@ def _mapping(obj) -> dict | None:
 def open_dataset(cfg: dict, progress: bool = False):
     """The data set of a resolved config: the one call train, eval and the sweep load data with."""
     d = cfg["data"]
-    return load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress, channels=d.get("channels"))
+    return load_dataset(d["name"], d.get("path"), d.get("cache_dir"), progress=progress, channels=d.get("channels"),
+                        scream_path=d.get("scream_path"))

@@ -23,6 +23,7 @@ def register(sub) -> None:
         q.add_argument("--data-path", help=path_help)
         q.add_argument("--cache-dir", help="where generated data sets are cached (default $FACTORVAE_CACHE or ~/.cache/factorvae)")
         q.add_argument("--channels", help="image folders: 1 (greyscale), 3 (RGB) or auto (default)")
+        q.add_argument("--scream-path", help="scream_dsprites: the image its backgrounds are cut from")
 
     q = dsub.add_parser("list", help="data sets, their factors, sizes and caches")
     q.add_argument("--cache-dir", help="cache folder to report on")
@@ -60,13 +61,15 @@ def cache_status(name: str, cache=None) -> str:
     from factorvae.data.store import cache_dir
 
     info = get_dataset_info(name)
+    if info.grid is not None and info.needs_path:
+        return f"needs --data-path (official files); a copy is cached in {cache_dir(cache)} on first use"
     if info.grid is not None and info.generate is None:
         return "none needed (rendered in memory on load)"
     if info.cache_path is not None:
         f = info.cache_path(cache)
         if f.exists() and f.with_suffix(".json").exists():
             return f"{f} ({_size(f)})"
-        base = "dsprites" if name.endswith("dsprites") else name
+        base = "dsprites" if "dsprites" in name else name
         return f"not built: {f} (factorvae data generate {base}, or built on first use)"
     root = cache_dir(cache)
     folders = sorted((root / "folders").glob("*.npy")) if (root / "folders").is_dir() else []
@@ -78,13 +81,14 @@ def run_list(args) -> int:
 
     for name, info in DATASETS.items():
         grid = info.grid
-        n = f"{len(grid):,} images" if grid is not None else "any number of images"
+        n = f"{info.num_images or len(grid):,} images" if grid is not None else "any number of images"
         ch = "1 channel" if info.channels == 1 else "3 channels"
         if info.auto_channels:
             ch = "1 or 3 channels"
         print(f"{name:<15} ({ch}, {n})  {info.description}")
         if grid is not None:
-            print("  factors: " + ", ".join(f"{a} ({s})" for a, s in zip(grid.names, grid.sizes)))
+            print("  factors: " + ", ".join(f"{a} ({s})" for a, s in zip(grid.names, grid.sizes))
+                  + (f"; nuisance: {', '.join(info.nuisance)} (not scored)" if info.nuisance else ""))
         else:
             print("  factors: none (no ground truth: metrics do not apply; traversals, reconstructions, samples do)")
         print(f"  cache:   {cache_status(name, args.cache_dir)}")
@@ -129,10 +133,10 @@ def run_show(args) -> int:
         n = len(grid)
     else:
         data = load_dataset(args.dataset, args.data_path, args.cache_dir, progress=not args.no_progress,
-                            channels=args.channels)
+                            channels=args.channels, scream_path=args.scream_path)
         grid = data.grid
         draw = lambda classes: data.images(grid.index(classes))  # noqa: E731
-        n = len(data)
+        n = len(grid) if grid is not None else len(data)  # nuisance data sets hold more images than points
     sample_rows = args.sample_rows if grid is not None else max(args.sample_rows, 6)
     count = min(n, sample_rows * cols)
     rows, labels = [], []
@@ -187,9 +191,12 @@ def run_generate(args) -> int:
     if args.channels is not None:
         raise UserError("--channels applies to image folders only")
     if args.data_path is not None:  # an official file: read and validate it
-        data = load_dataset(args.dataset, args.data_path, args.cache_dir, progress=progress)
+        data = load_dataset(args.dataset, args.data_path, args.cache_dir, progress=progress,
+                            scream_path=args.scream_path)
+        kept = ("a copy is cached and memory-mapped" if info.needs_path or args.dataset == "shapes3d"
+                else "it is read on every use, only its MD5 is cached")
         print(f"{args.dataset}: {args.data_path} has the official structure ({len(data):,} images, "
-              f"{time.perf_counter() - t0:.1f} s); it is read on every use, only its MD5 is cached")
+              f"{time.perf_counter() - t0:.1f} s); {kept}")
         _print_official(args.dataset, data.info)
         return 0
     if info.generate is None:

@@ -55,6 +55,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from factorvae.sweep import inspect_trial, load_spec, run_sweep
     from factorvae.sweep.packing import parse_group_size
+    from factorvae.sweep.projection import describe, project
     from factorvae.sweep.slurm import SlurmOptions
 
     from factorvae.config import parse_set
@@ -83,6 +84,7 @@ def run(args) -> int:
                 continue
             st = inspect_trial(out / "trials" / t.id, t)
             print(f"  {st.status:<11} {t.id}  steps={t.config['train']['steps']}" + (f"  ({st.detail})" if st.detail else ""))
+        print("\n".join(describe(project(sweep.trials))))
         return 0
     outcome = run_sweep(sweep, args.out, workers=args.workers, ray_address=args.ray,
                         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
-from factorvae.data import dsprites, images, shapes3d, toy, variants
+from factorvae.data import cars3d, dsprites, images, mpi3d, shapes3d, smallnorb, toy, variants
 from factorvae.data.grid import FactorGrid
 from factorvae.data.store import ImageData
 from factorvae.errors import UserError
@@ -35,6 +35,12 @@ class DatasetInfo:
     cache_path: Callable | None = None
     #: image folders whose channels are chosen per folder (``channels``: 1, 3 or auto) rather than fixed
     auto_channels: bool = False
+    #: images in the data set when it differs from the grid's points (nuisance factors, data/indexed.py)
+    num_images: int | None = None
+    #: factors of the images that are not scored (drawn uniformly once per grid point)
+    nuisance: tuple[str, ...] = ()
+    #: keyword options of ``load`` beyond path and cache (config ``data.<option>``)
+    options: tuple[str, ...] = ()
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -58,6 +64,29 @@ DATASETS: dict[str, DatasetInfo] = {
         3, variants.GRID, variants.load_noisy, dsprites.generate, render=variants.render_noisy,
         cache_path=dsprites.cache_path,
     ),
+    "scream_dsprites": DatasetInfo(
+        "scream_dsprites", "scream-dSprites (disentanglement_lib): the sprite inverts a patch of an image you supply "
+        "(data.scream_path)", 3, variants.GRID, variants.load_scream, dsprites.generate,
+        cache_path=dsprites.cache_path, options=("scream_path",),
+    ),
+    "dsprites_noshape": DatasetInfo(
+        "dsprites_noshape", "dSprites-noshape (disentanglement_lib): dSprites scored on 4 factors, shape a nuisance",
+        1, variants.NOSHAPE_GRID, variants.load_noshape, dsprites.generate, render=variants.render_noshape,
+        cache_path=dsprites.cache_path, num_images=len(dsprites.GRID), nuisance=("shape",),
+    ),
+    "smallnorb": DatasetInfo(
+        "smallnorb", "SmallNORB (LeCun et al. 2004): --data-path FOLDER of the six official smallnorb-*.mat files",
+        1, smallnorb.GRID, smallnorb.load, None, needs_path=True, num_images=len(smallnorb.FULL_GRID),
+        nuisance=("instance",),
+    ),
+    "cars3d": DatasetInfo(
+        "cars3d", "Cars3D (Reed et al. 2015): --data-path FOLDER of the 183 official car *.mat files",
+        3, cars3d.GRID, cars3d.load, None, needs_path=True,
+    ),
+    **{f"mpi3d_{v}": DatasetInfo(
+        f"mpi3d_{v}", f"MPI3D-{v} (Gondal et al. 2019): --data-path mpi3d_{v}.npz (the official file)",
+        3, mpi3d.GRID, mpi3d.loader(v), None, needs_path=True,
+    ) for v in mpi3d.VARIANTS},
     "toy": DatasetInfo(
         "toy", "toy discs: 3,072 greyscale images, 4 factors; learns in minutes on a CPU",
         1, toy.GRID, toy.load, None, render=toy.render,
@@ -94,16 +123,21 @@ def image_channels(name: str, channels=None) -> int:
     return channels if channels in (1, 3) else get_dataset_info(name).channels
 
 
-def load_dataset(name: str, path=None, cache=None, progress: bool = True, channels=None) -> ImageData:
-    """``channels`` (1, 3 or "auto"; image folders only) picks greyscale or RGB."""
+def load_dataset(name: str, path=None, cache=None, progress: bool = True, channels=None, **options) -> ImageData:
+    """``channels`` (1, 3 or "auto"; image folders only) picks greyscale or RGB; ``options``
+    (``scream_path``) go to the data sets that take them (``DatasetInfo.options``)."""
     info = get_dataset_info(name)
-    if info.needs_path and path is None:
+    if info.needs_path and path is None and info.grid is None:  # grid loaders name their files
         raise UserError(f"data set {name!r} needs --data-path")
+    given = {k: v for k, v in options.items() if v is not None}
+    if set(given) - set(info.options):
+        raise UserError(f"data.{sorted(set(given) - set(info.options))[0]} applies to "
+                        f"{', '.join(n for n, i in DATASETS.items() if i.options) or 'no data set'}, not to {name!r}")
     if channels is not None:
         if info.grid is not None:
             raise UserError(f"data.channels applies to image folders only, not to {name!r}")
         return info.load(path=path, cache=cache, progress=progress, channels=channels)
-    return info.load(path=path, cache=cache, progress=progress)
+    return info.load(path=path, cache=cache, progress=progress, **given)
 
 
 def no_grid_error(name: str | None, what: str = "metrics") -> UserError:

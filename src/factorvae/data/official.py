@@ -25,6 +25,9 @@ OFFICIAL_MD5 = {
     "dsprites": "7da33b31b13a06f4b04a70402ce90c2e",
     "shapes3d": "099a2078d58cec4daad0702c55d06868",
 }
+#: data sets read from official files whose published MD5 factorvae does not know (none is
+#: published beside SmallNORB, Cars3D or MPI3D): the digest is recorded, the verdict is "unknown"
+UNPUBLISHED = ("smallnorb", "cars3d", "mpi3d_toy", "mpi3d_realistic", "mpi3d_real")
 _CHUNK = 1 << 22
 
 
@@ -62,14 +65,29 @@ def file_md5(path: str | Path, cache: str | Path | None = None, progress: bool =
     return digest
 
 
-def identify(dataset: str, path: str | Path, cache: str | Path | None = None, progress: bool = True) -> dict:
-    """{"md5", "official_md5", "official": whether the file is byte-identical to the published one}."""
-    digest = file_md5(path, cache, progress)
-    return {"md5": digest, "official_md5": OFFICIAL_MD5[dataset], "official": digest == OFFICIAL_MD5[dataset]}
+def identify(dataset: str, path: str | Path | list, cache: str | Path | None = None, progress: bool = True) -> dict:
+    """{"md5", "official_md5", "official": whether the file is byte-identical to the published
+    one (None: no published MD5 known)}. Several files (SmallNORB's six, Cars3D's 183): "md5"
+    is the MD5 of their sorted "name md5" lines, "files" each file's."""
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    files = {p.name: file_md5(p, cache, progress) for p in paths}
+    if len(paths) == 1:
+        digest = files[paths[0].name]
+    else:
+        digest = hashlib.md5("".join(f"{n} {d}\n" for n, d in sorted(files.items())).encode(),
+                             usedforsecurity=False).hexdigest()
+    known = OFFICIAL_MD5.get(dataset)
+    out = {"md5": digest, "official_md5": known, "official": None if known is None else digest == known}
+    if len(paths) > 1:
+        out["files"] = files
+    return out
 
 
 def describe(verdict: dict) -> str:
     """One line for the user."""
+    if verdict["official"] is None:
+        return (f"MD5 {verdict['md5']} recorded; no published MD5 is known for this data set, so whether it is "
+                f"the official file is unverified (loaded because its structure is valid)")
     if verdict["official"]:
         return f"MD5 {verdict['md5']}: the published official file"
     return (f"MD5 {verdict['md5']} differs from the published file's {verdict['official_md5']}: "

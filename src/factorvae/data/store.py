@@ -6,6 +6,7 @@ Also the on-disk cache shared by every generated data set: atomic writes, valida
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from factorvae import io
 from factorvae.data.grid import FactorGrid
@@ -125,6 +127,33 @@ def write_npy_blocks(path: Path, shape: tuple, blocks, meta: dict) -> None:
 
     io.atomic_write(path, write)
     io.atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+
+
+def resize64(images: np.ndarray) -> np.ndarray:
+    """uint8 images (N, H, W) or (N, H, W, 3) resized to 64x64 with PIL's Lanczos filter
+    (disentanglement_lib's ``PIL.Image.ANTIALIAS``, the same filter), as (N, C, 64, 64)."""
+    out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(im)).resize((64, 64), Image.Resampling.LANCZOS))
+                    for im in images]) if len(images) else np.zeros((0, 64, 64) + images.shape[3:], np.uint8)
+    return out[:, None] if out.ndim == 3 else out.transpose(0, 3, 1, 2)
+
+
+def source_copy(prefix: str, sources: list[Path], shape: tuple, blocks, cache=None, what: str = "data set",
+                version: int = 1) -> Path:
+    """The path of a uint8 .npy cache of ``shape`` converted from official ``sources``, written
+    once through ``write_npy_blocks`` (streamed, atomic) from ``blocks()``, an iterator of row
+    blocks that is only called when no valid copy exists. The copy is keyed by the sources'
+    resolved paths, sizes and modification times: another or a changed file gets its own."""
+    ident = [[str(Path(s).resolve()), Path(s).stat().st_size, Path(s).stat().st_mtime_ns] for s in sources]
+    meta = {"dataset": prefix, "version": version, "sources": ident, "shape": list(shape)}
+    key = hashlib.sha256(json.dumps(meta).encode()).hexdigest()[:20]
+    path = cache_dir(cache) / f"{prefix}-{key}.npy"
+    if load_cached_npy(path, meta, shape) is not None:
+        return path
+    try:
+        write_npy_blocks(path, shape, blocks(), meta)
+    except OSError as e:
+        raise UserError(f"cannot write the {what} cache {path} ({e}); pass a writable --cache-dir") from None
+    return path
 
 
 def load_cached_npy(path: Path, meta: dict, shape: tuple, dtype=np.uint8) -> np.ndarray | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from factorvae.errors import UserError
 from factorvae.methods.aae import AAE
+from factorvae.methods.annealedvae import AnnealedVAE
 from factorvae.methods.base import Method
 from factorvae.methods.betatcvae import BetaTCVAE
 from factorvae.methods.dipvae import DIPVAE1, DIPVAE2
@@ -16,6 +17,7 @@ METHODS: dict[str, type[Method]] = {
     "betavae": BetaVAE,
     "factorvae": FactorVAE,
     "betatcvae": BetaTCVAE,
+    "annealedvae": AnnealedVAE,
     "dipvae1": DIPVAE1,
     "dipvae2": DIPVAE2,
     "aae": AAE,

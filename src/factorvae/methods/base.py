@@ -1,4 +1,4 @@
-"""What every method shares: config validation, the Gaussian encoder / Bernoulli decoder losses,
+"""What every method shares: config validation, the Gaussian encoder / Bernoulli or Gaussian decoder losses,
 and the contract the trainer relies on.
 
 A method is an ``nn.Module`` that owns its optimisers and exposes
@@ -71,6 +71,31 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log p(x|z) for a Bernoulli decoder: cross-entropy summed over pixels and channels,
     mean over the batch (paper §2 and Appendix A). Pixels in [0, 1] are the Bernoulli targets."""
     return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+
+
+#: decoder likelihoods p(x|z) (``model.likelihood``); both decoders output logits, the image mean is sigmoid(logits)
+LIKELIHOODS = ("bernoulli", "gaussian")
+#: log pi: the normalising constant per pixel of the Gaussian decoder N(x; sigmoid(logits), 1/2)
+_LOG_PI = math.log(math.pi)
+
+
+def recon_loss(logits: torch.Tensor, x: torch.Tensor, likelihood: str = "bernoulli") -> torch.Tensor:
+    """The reconstruction term of the training loss, summed over pixels and channels, mean over
+    the batch. ``bernoulli``: -log p(x|z), the sigmoid cross-entropy (nats; paper §2).
+    ``gaussian``: disentanglement_lib's ``l2_loss`` on sigmoid outputs, sum (x - sigmoid)^2,
+    which is -log N(x; sigmoid(logits), sigma^2 = 1/2) less its constant (D/2) log pi."""
+    if likelihood == "gaussian":
+        return (x - torch.sigmoid(logits)).pow(2).sum() / x.shape[0]
+    return bernoulli_nll(logits, x)
+
+
+def log_px_given_z(logits: torch.Tensor, x: torch.Tensor, likelihood: str = "bernoulli") -> torch.Tensor:
+    """log p(x|z) per image (B,), nats, normalised: Bernoulli, or Gaussian with mean
+    sigmoid(logits) and variance 1/2 per pixel (the density whose NLL ``recon_loss`` trains)."""
+    if likelihood == "gaussian":
+        d = x[0].numel()
+        return -(x - torch.sigmoid(logits)).pow(2).flatten(1).sum(1) - 0.5 * d * _LOG_PI
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
 
 def gaussian_kl_per_dim(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -218,10 +243,20 @@ class Method(nn.Module):
 
 
 class GaussianVAEBase(Method):
-    """Gaussian encoder q(z|x), N(0, I) prior and Bernoulli decoder (paper §2)."""
+    """Gaussian encoder q(z|x), N(0, I) prior and a Bernoulli (paper §2) or Gaussian decoder
+    (``model.likelihood``, see ``recon_loss``)."""
+
+    defaults = {"likelihood": "bernoulli"}
+
+    @classmethod
+    def check_options(cls, cfg):
+        super().check_options(cfg)
+        if cfg["likelihood"] not in LIKELIHOODS:
+            raise UserError(f"model.likelihood must be one of {', '.join(LIKELIHOODS)}, got {cfg['likelihood']!r}")
 
     def __init__(self, model_cfg, optim_cfg, in_channels, generator):
         super().__init__(model_cfg, optim_cfg, in_channels, generator)
+        self.likelihood = self.cfg["likelihood"]
         self.encoder = Encoder(self.arch, self.z_dim)
         self.decoder = Decoder(self.arch, self.z_dim)
         self.vae_optim = make_adam(
@@ -246,7 +281,7 @@ class GaussianVAEBase(Method):
         ``eps``: the reparameterisation noise (default: drawn from the method's generator)."""
         mean, logvar = self.encoder(x)
         z = reparameterize(mean, logvar, self.generator) if eps is None else gaussian_sample(mean, logvar, eps)
-        recon = bernoulli_nll(self.decoder(z), x)
+        recon = recon_loss(self.decoder(z), x, self.likelihood)
         return mean, logvar, z, recon, gaussian_kl_per_dim(mean, logvar)
 
 

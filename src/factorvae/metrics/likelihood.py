@@ -11,10 +11,12 @@ L_K >= mean_k log w_k (Jensen), i.e. the bound is never below the Monte Carlo EL
 computed with. The paper does not give K; K is a parameter and is always reported
 beside the estimate (``log_px_k``).
 
-p(x|z) is the model's Bernoulli decoder: log p(x|z) = -sum over pixels of the sigmoid
-cross-entropy (nats). For binary data (2D Shapes) this is a proper log-likelihood; for RGB data in
-[0, 1] (3D Shapes) it is the same "Bernoulli" quantity the paper trains with, not a normalised
-density. p(z) = N(0, I).
+p(x|z) is the model's decoder (``model.likelihood``, ``methods.base.log_px_given_z``):
+Bernoulli, log p(x|z) = -sum over pixels of the sigmoid cross-entropy (nats; for binary data
+(2D Shapes) a proper log-likelihood, for RGB data in [0, 1] (3D Shapes) the same "Bernoulli"
+quantity the paper trains with, not a normalised density); or Gaussian, N(x; sigmoid(logits),
+1/2) per pixel, a normalised density including its constant -(D/2) log pi.
+p(z) = N(0, I).
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from factorvae.gaussian import gaussian_log_density
+from factorvae.methods.base import log_px_given_z
 
 
 @torch.no_grad()
 def log_importance_weights(model, x: torch.Tensor, num_samples: int, generator: torch.Generator,
                            max_batch: int = 512) -> torch.Tensor:
     """log w (B, K) = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x)."""
+    likelihood = getattr(model, "likelihood", "bernoulli")
     mean, logvar = model.encode(x)
     b, d = mean.shape
     k = int(num_samples)
@@ -43,8 +46,7 @@ def log_importance_weights(model, x: torch.Tensor, num_samples: int, generator: 
     flat_x = x[:, None].expand(b, k, *x.shape[1:]).reshape(b * k, *x.shape[1:])
     for a in range(0, b * k, max_batch):
         logits = model.decode(flat_z[a : a + max_batch])
-        nll = F.binary_cross_entropy_with_logits(logits, flat_x[a : a + max_batch], reduction="none")
-        log_px_z.view(-1)[a : a + max_batch] = -nll.flatten(1).sum(1)
+        log_px_z.view(-1)[a : a + max_batch] = log_px_given_z(logits, flat_x[a : a + max_batch], likelihood)
     return log_px_z + log_prior - log_q
 
 

@@ -23,6 +23,7 @@ from factorvae.errors import UserError
 from factorvae.io import atomic_write_text, read_json
 from factorvae.report.document import Doc
 from factorvae.report.output import Staging
+from factorvae.report.study import section as study_section
 from factorvae.report.stats import (NICE, PAPER_NOTE, PALETTE, PRIMARY, RECON_OUTLIER, SECONDARY, _num,
                                     compare_methods, correlations, flag_trials, hyperparameters, latent_factors,
                                     main_score_columns, mean_curve, read_curves, settings_table, spearman_matrix)
@@ -106,6 +107,7 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None, metric: s
         cur = _fig5(rep)
         _fig7(rep, cur)
         corr = _correlation(rep)
+        study_section(rep)
         _traversals(rep, max_traversals)
         _all_trials(rep)
 

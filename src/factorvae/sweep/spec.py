@@ -35,6 +35,8 @@ EVAL_DEFAULTS: dict = {
     "true_tc": {"samples": 2000, "data": 0},
     # importance-sampled log p(x) (metrics/likelihood.py): images and K samples per image
     "log_likelihood": {"images": 256, "samples": 100},
+    # also score sampled codes z ~ q(z|x) (dlib's postprocess "sampled"), as eval.json's "sampled"
+    "sampled": False,
 }
 #: keys that describe the machine, not the experiment: left out of the trial hash
 MACHINE_KEYS = (("train", "device"), ("train", "threads"), ("train", "loggers"), ("data", "cache_dir"),
@@ -98,6 +100,11 @@ def experiment_config(cfg: dict) -> dict:
         out.get(section, {}).pop(key, None)
     if out.get("train", {}).get("precision") == "fp32":  # the default: ids of older sweeps stay valid
         out["train"].pop("precision")
+    # options added later, at their defaults: older sweeps' ids and config.yaml files stay valid
+    if out.get("model", {}).get("likelihood") == "bernoulli":
+        out["model"].pop("likelihood")
+    if "scream_path" in out.get("data", {}) and out["data"]["scream_path"] is None:
+        out["data"].pop("scream_path")
     return out
 
 
@@ -196,6 +203,19 @@ def _datasets(value) -> list[dict | None]:
     return out
 
 
+def _narrow_datasets(spec_value, value) -> list:
+    """``--set datasets=[a, b]``: the spec's entries of those names (their paths kept), or
+    the entries given in full (mappings); a name the spec lacks becomes ``{name: ...}``."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise UserError(f"--set datasets: a data set name or a list of them, got {value!r}")
+    known = {}
+    for d in spec_value or []:
+        known.setdefault(d if isinstance(d, str) else (d.get("name") if isinstance(d, dict) else None), d)
+    return [known.get(v, v) if isinstance(v, str) else v for v in value]
+
+
 def resolve_eval(value) -> dict:
     ev = copy.deepcopy(EVAL_DEFAULTS)
     if value is None:
@@ -228,6 +248,8 @@ def resolve_eval(value) -> dict:
     ev["metrics"] = m
     if isinstance(ev["seed"], bool) or not isinstance(ev["seed"], int) or ev["seed"] < 0:
         raise UserError(f"eval.seed must be a whole number >= 0, got {ev['seed']!r}")
+    if not isinstance(ev["sampled"], bool):
+        raise UserError(f"eval.sampled must be true or false, got {ev['sampled']!r}")
     if isinstance(ev["recon_images"], bool) or not isinstance(ev["recon_images"], int) or ev["recon_images"] < 0:
         raise UserError(f"eval.recon_images must be a whole number >= 0, got {ev['recon_images']!r}")
     return ev
@@ -250,6 +272,8 @@ def load_spec(source: str | Path | dict, base_dir: str | Path | None = None, set
     for key, value in (sets or {}).items():
         if key == "seeds":
             spec["seeds"] = value
+        elif key == "datasets":
+            spec["datasets"] = _narrow_datasets(spec.get("datasets"), value)
         elif key == "eval" and isinstance(value, dict):
             spec["eval"] = deep_update(copy.deepcopy(spec.get("eval") or {}), value)
         else:
@@ -269,7 +293,8 @@ def load_spec(source: str | Path | dict, base_dir: str | Path | None = None, set
     seeds = _seeds(spec.get("seeds"))
     datasets = _datasets(spec.get("datasets"))
     ev = resolve_eval(spec.get("eval"))
-    eval_hash = stable_hash(ev)
+    # eval.sampled came later: at its default the hash of older sweeps' evaluations stays valid
+    eval_hash = stable_hash({k: v for k, v in ev.items() if not (k == "sampled" and v is False)})
     trials: dict[str, Trial] = {}
     for i, m in enumerate(methods):
         mw = f"{where}: methods[{i}]"

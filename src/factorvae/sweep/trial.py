@@ -11,12 +11,13 @@ import traceback
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from factorvae.errors import UserError
 from factorvae.group_train import evaluate_group, train_group
 from factorvae.io import Busy, atomic_write_json
 from factorvae.loggers import log_scores
-from factorvae.methods.base import GaussianVAEBase
+from factorvae.methods.base import GaussianVAEBase, reparameterize
 from factorvae.metrics.likelihood import estimate_log_likelihood
 from factorvae.metrics.recon import reconstruction_error
 from factorvae.metrics.suite import evaluate_model, headline
@@ -32,7 +33,7 @@ _DATASETS: dict = {}
 def _load_dataset(cfg: dict):
     """Each worker process keeps its data sets (memory-mapped; shared pages across processes)."""
     d = cfg["data"]
-    key = (d["name"], d.get("path"), d.get("cache_dir"), d.get("channels"))
+    key = (d["name"], d.get("path"), d.get("cache_dir"), d.get("channels"), d.get("scream_path"))
     if key not in _DATASETS:
         _DATASETS[key] = open_dataset(cfg, progress=False)
     return _DATASETS[key]
@@ -214,6 +215,23 @@ def _evaluate_grouped(trained: list[tuple[Trial, Path]]) -> dict:
     return {t.id: s for (t, _), s in zip(trained, scores)}
 
 
+class SampledCodes(nn.Module):
+    """A VAE whose representation is a draw z ~ q(z|x) instead of the mean (disentanglement_lib's
+    ``sampled`` postprocessing in Locatello et al. 2019), from a generator seeded with ``seed``.
+    The metrics' codes cache encodes each grid point once, so each point has one draw (dlib
+    draws afresh whenever it encodes an image)."""
+
+    def __init__(self, model: GaussianVAEBase, seed: int):
+        super().__init__()
+        self.model = model
+        self.generator = torch.Generator(device=next(model.parameters()).device).manual_seed(int(seed) + 17)
+
+    @torch.no_grad()
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        mean, logvar = self.model.encode(x)
+        return reparameterize(mean, logvar, self.generator)
+
+
 def evaluate_trial(d: Path, trial: Trial, dataset, scores: dict | None = None) -> dict:
     """Metric suite -> eval.json; reconstruction error, true TC and log p(x) -> analysis.json
     (written last, with the eval hash: its presence marks the trial finished)."""
@@ -225,6 +243,11 @@ def evaluate_trial(d: Path, trial: Trial, dataset, scores: dict | None = None) -
     if scores is None and ev["metrics"] != [] and dataset.grid is not None:
         scores = evaluate_model(model, dataset, preset=ev["preset"], seed=ev["seed"], metrics=ev["metrics"])
     scores = scores or {}
+    if ev.get("sampled") and ev["metrics"] != [] and dataset.grid is not None and isinstance(model, GaussianVAEBase):
+        sampled = evaluate_model(SampledCodes(model, ev["seed"]), dataset, preset=ev["preset"], seed=ev["seed"],
+                                 metrics=ev["metrics"])
+        # the scores only: settings are the means' (top level), and would become table columns
+        scores = {**scores, "sampled": {k: v for k, v in sampled.items() if k not in ("settings", "seconds", "encoder")}}
     RunDir(d).write_eval(scores, run.config, run.step)
     t_metrics = time.time() - t0
     analysis: dict = {"eval_hash": trial.eval_hash, "eval": ev, "step": run.step}

@@ -108,3 +108,25 @@ def scatter_with_fit(x, y, methods: list[str], path: Path, xlabel: str, ylabel: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def box_grid(panels: list[tuple[str, dict[str, list[float]]]], path: Path, title: str | None = None) -> Path:
+    """Locatello et al. (2019), Figs. 2-3 style: one panel per metric, one box per method over
+    its trials (every hyper-parameter value and seed)."""
+    cols = min(4, max(1, len(panels)))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, (name, groups) in zip(axes.flat, panels):
+        names = list(groups)
+        box = ax.boxplot([groups[n] for n in names], patch_artist=True, widths=0.6)
+        for i, (patch, n) in enumerate(zip(box["boxes"], names)):
+            patch.set_facecolor(method_color(n, i))
+            patch.set_alpha(0.6)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=45, ha="right", fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

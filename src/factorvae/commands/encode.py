@@ -47,6 +47,9 @@ def check_out(out: str) -> Path:
         raise UserError(f"--out must name an .npz file, got {out!r}")
     if path.is_dir():
         raise UserError(f"--out {out} is a directory")
+    from factorvae.metrics.api import is_codes_file
+    if path.exists() and not is_codes_file(path):  # only a codes file of an earlier encode is replaced
+        raise UserError(f"--out {out} exists and is not a codes file (factors, codes, sizes); choose another --out")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

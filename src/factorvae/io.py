@@ -8,6 +8,11 @@ removed by the next write of the same target, or by ``clean_stale_temps`` on the
 Files get the mode the umask gives a new file (not ``mkstemp``'s 0600), so shared storage works.
 A write that fails (full disk, read-only or unwritable directory) raises a ``UserError`` naming
 the path and the cause.
+
+Reads are bounded (``read_bounded``: a regular file under a size limit, checked before parsing),
+and the guards every command shares live here: ``confined`` (a path read from a file stays in
+its folder), ``check_out_dir`` (an output folder is new, empty or the command's own),
+``check_not_input`` and ``check_memory``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from factorvae.io import atomic_write_json
 from factorvae.loggers import check_loggers, open_loggers
 from factorvae.metrics.suite import evaluate_model
 from factorvae.metrics.tc import model_total_correlation
-from factorvae.runs import RunDir, build_model, memory_guard, open_dataset, pick_device
+from factorvae.runs import RunDir, build_model, open_dataset, pick_device
+from factorvae.weights import memory_guard
 from factorvae.viz.traversals import kl_per_dim, write_run_images
 
 

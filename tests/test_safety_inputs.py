@@ -168,6 +168,10 @@ def test_declared_sizes_are_checked_before_memory_is_taken(tiny_run, tmp_path, c
     one_line_error(code, err, "out of memory")
     code, _, err = cli("metrics", codes_file(tmp_path / "small.npz"), "--metrics", "mig")
     assert code == 0, err  # 208 bytes of arrays fit
+    monkeypatch.undo()
+    # sizes asked for on the command line beyond any memory: one error line, no traceback
+    code, _, err = cli("metrics", tmp_path / "small.npz", "--metrics", "mig", "--set", "mig.num_train=1000000000000")
+    assert code == 2 and "Traceback" not in err and err.strip().splitlines()[-1].endswith("ask for smaller sizes"), err
 
 
 # -- damaged or foreign records: one line, nothing changed -----------------------------------------

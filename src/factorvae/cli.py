@@ -7,7 +7,7 @@ import importlib
 import signal
 import sys
 
-from factorvae.errors import UserError
+from factorvae.errors import UserError, out_of_memory
 from factorvae.io import describe_os_error
 from factorvae.commands import COMMANDS
 
@@ -50,6 +50,12 @@ def _run(args) -> int:
         # an error without a file name (a short write) names the output the user gave
         where = e.filename or next((getattr(args, k) for k in ("out", "dir", "run_dir") if getattr(args, k, None)), None)
         print(f"factorvae {args.command}: error: {describe_os_error(e, where)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:  # sizes asked for (metric settings, a data file) beyond memory
+        if not out_of_memory(e):
+            raise
+        detail = " ".join(str(e).split())[:160]
+        print(f"factorvae {args.command}: error: out of memory ({detail}); ask for smaller sizes", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"factorvae {args.command}: interrupted", file=sys.stderr)

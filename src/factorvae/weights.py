@@ -10,7 +10,7 @@ import re
 
 import torch
 
-from factorvae.errors import UserError
+from factorvae.errors import UserError, out_of_memory
 
 
 def check_checkpoint(state, path) -> None:
@@ -64,10 +64,6 @@ def check_fits(state, expected: dict, what: str) -> None:
 
 #: the out-of-memory advice of training (model size, batch size)
 MEMORY_HINT = "reduce train.batch_size or the model's size (model.z_dim, model.arch)"
-
-
-def out_of_memory(e: BaseException) -> bool:
-    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e)
 
 
 @contextlib.contextmanager

@@ -41,13 +41,15 @@ def _whole(value: str, option: str, minimum: int) -> int:
 
 
 def check_out(out: str) -> Path:
-    """The output path, checked before any work: an .npz in a writable folder."""
+    """The output path, checked before any work: an .npz in a writable folder, replacing at most
+    an earlier codes file."""
+    from factorvae.metrics.api import is_codes_file
+
     path = Path(out)
     if path.suffix != ".npz":
         raise UserError(f"--out must name an .npz file, got {out!r}")
     if path.is_dir():
         raise UserError(f"--out {out} is a directory")
-    from factorvae.metrics.api import is_codes_file
     if path.exists() and not is_codes_file(path):  # only a codes file of an earlier encode is replaced
         raise UserError(f"--out {out} exists and is not a codes file (factors, codes, sizes); choose another --out")
     parent = path.parent

@@ -74,9 +74,13 @@ def test_outputs_go_only_to_new_empty_or_own_folders(tiny_run, tmp_path, cli):
     (user / "summary.json").write_text("my summary")
     (user / "metrics.jsonl").write_text("my metrics")
     before = snapshot(user)
+    from test_sweep import micro_spec, write_spec
+
+    spec = write_spec(tmp_path / "spec.yaml", micro_spec(steps=2, gammas=()))
     for argv in (["train", *TINY, "--steps", "2", "--out", user],
                  ["traverse", tiny_run, "--out", user],
-                 ["export", tiny_run, "--out", user]):
+                 ["export", tiny_run, "--out", user],
+                 ["sweep", spec, "--out", user, "--no-progress"]):
         code, _, err = cli(*argv)
         one_line_error(code, err, f"--out {user} is not empty")
     code, _, err = cli("traverse", tiny_run, "--out", tiny_run)  # the run itself is no image folder

@@ -260,8 +260,8 @@ def check_out_dir(path: str | Path, mine: Callable[[Path, list[str]], bool], kin
     except OSError as e:
         raise UserError(f"{flag} {describe_os_error(e, path)}") from None
     if entries and not mine(path, entries):
-        raise UserError(f"{flag} {path} is not empty and is not {kind} ({', '.join(entries[:3])}"
-                        f"{', ...' if len(entries) > 3 else ''}); choose a new or empty folder")
+        raise UserError(f"{flag} {path} is not empty and is not {kind}: it holds {', '.join(entries[:3])}"
+                        f"{', ...' if len(entries) > 3 else ''}; choose a new or empty folder")
     return path
 
 

@@ -80,7 +80,7 @@ class RunDir:
         run files (``RUN_ENTRIES``): the user's ``summary.json`` is not overwritten, ``/`` not
         written. A run to resume may hold other files too (``traverse --out RUN/traversals``)."""
         check_out_dir(self.path, lambda _, names: "config.yaml" in names and (resume or set(names) <= RUN_ENTRIES),
-                      "a run directory", flag)
+                      "a run directory of run files only", flag)
 
     def lock(self):
         """Context manager: the run's exclusive lock (factorvae.io.exclusive_lock), so two

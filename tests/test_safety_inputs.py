@@ -239,6 +239,10 @@ def test_exports_with_foreign_weights_or_config_are_refused(tiny_run, tmp_path, 
     save_file({k: v.fill_(float("nan")) for k, v in weights.items()}, hf / "model.safetensors")
     code, _, err = cli("eval", hf, "--dry-run")
     one_line_error(code, err, "NaN or infinite")
+    (hf / "model.safetensors").unlink()
+    (hf / "model.safetensors").symlink_to("/dev/zero")  # unbounded: refused before reading
+    code, _, err = cli("eval", hf, "--dry-run")
+    one_line_error(code, err, "not a regular file")
     (hf / "config.json").write_text('{"export": {')
     code, _, err = cli("eval", hf, "--dry-run")
     one_line_error(code, err, str(hf / "config.json"), "unreadable JSON")

@@ -299,6 +299,8 @@ def load_run(run_dir: str | Path, device: str = "cpu", load_data: bool = True, p
 
 # -- exports (factorvae.export writes them): the reading side, here so load_run can dispatch --
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
+#: the largest export weights file read (the paper's encoder and decoder: a few MB)
+MAX_WEIGHTS_BYTES = 4 << 30
 #: the networks an export keeps, per method (state-dict prefixes): the encoder and decoder; for
 #: InfoWGAN-GP the generator and the critic, whose Q head is its encoder
 EXPORT_KEEP = {"infowgan_gp": ("generator_net.", "critic.")}
@@ -323,12 +325,14 @@ def load_exported(path: str | Path, device: str = "cpu", load_data: bool = True,
     if not isinstance(raw, dict) or "export" not in raw:
         raise UserError(f"{path} is not an export folder ({EXPORT_CONFIG} with an 'export' record missing)")
     info = raw.pop("export")
+    if isinstance(raw.get("data"), dict):  # the exporter's cache folder is not this machine's to write into
+        raw["data"]["cache_dir"] = None
     cfg = resolve(raw)
+    if not (path / EXPORT_WEIGHTS).exists():
+        raise UserError(f"{path}: {EXPORT_WEIGHTS} missing")
     try:
         with memory_guard(f"loading {path / EXPORT_WEIGHTS}"):
-            state = st_load((path / EXPORT_WEIGHTS).read_bytes())
-    except FileNotFoundError:
-        raise UserError(f"{path}: {EXPORT_WEIGHTS} missing") from None
+            state = st_load(read_bounded(path / EXPORT_WEIGHTS, MAX_WEIGHTS_BYTES, "export weights"))
     except (OSError, SafetensorError) as e:
         raise UserError(f"{path / EXPORT_WEIGHTS}: unreadable ({type(e).__name__}); it may be truncated") from None
     dataset = open_dataset(cfg, progress) if load_data else None

@@ -88,7 +88,12 @@ def test_outputs_go_only_to_new_empty_or_own_folders(tiny_run, tmp_path, cli):
     (user / "notes.npz").write_text("x")
     code, _, err = cli("encode", tiny_run, "--out", user / "notes.npz")
     one_line_error(code, err, "is not a codes file")
+    grid = codes_file(tmp_path / "g.npz")
+    code, _, err = cli("metrics", grid, "--metrics", "mig", "--out", user / "summary.json")
+    one_line_error(code, err, "is not a result of factorvae metrics")
     assert snapshot(user) == {**before, "notes.npz": b"x"}
+    for _ in range(2):  # a new file, then its own result: both written
+        assert cli("metrics", grid, "--metrics", "mig", "--out", tmp_path / "m.json")[0] == 0
     for argv in (["train", *TINY, "--steps", "2"], ["traverse", tiny_run], ["export", tiny_run]):
         code, _, err = cli(*argv, "--out", "")
         one_line_error(code, err, "empty")

@@ -265,6 +265,17 @@ def check_out_dir(path: str | Path, mine: Callable[[Path, list[str]], bool], kin
     return path
 
 
+def check_out_file(path: str | Path, mine: Callable[[Path], bool], kind: str, flag: str = "--out") -> Path:
+    """Refuse output file ``path`` when it exists and ``mine(path)`` does not recognise it as a
+    ``kind`` the command wrote before (the user's README is not replaced by a result)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a directory; give a file name")
+    if (path.exists() or path.is_symlink()) and not (path.is_file() and mine(path)):
+        raise UserError(f"{flag} {path} exists and is not {kind}; choose another {flag}")
+    return path
+
+
 def check_not_input(out: str | Path, inputs, flag: str = "--out") -> None:
     """Refuse an output that is one of the command's inputs (the same file, by any name)."""
     for given in inputs:

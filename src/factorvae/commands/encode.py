@@ -43,6 +43,7 @@ def _whole(value: str, option: str, minimum: int) -> int:
 def check_out(out: str) -> Path:
     """The output path, checked before any work: an .npz in a writable folder, replacing at most
     an earlier codes file."""
+    from factorvae.io import check_out_file
     from factorvae.metrics.api import is_codes_file
 
     path = Path(out)
@@ -50,8 +51,7 @@ def check_out(out: str) -> Path:
         raise UserError(f"--out must name an .npz file, got {out!r}")
     if path.is_dir():
         raise UserError(f"--out {out} is a directory")
-    if path.exists() and not is_codes_file(path):  # only a codes file of an earlier encode is replaced
-        raise UserError(f"--out {out} exists and is not a codes file (factors, codes, sizes); choose another --out")
+    check_out_file(path, is_codes_file, "a codes file (factors, codes, sizes)")  # only an earlier encode's is replaced
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

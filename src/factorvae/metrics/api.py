@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from factorvae.data import load_dataset
 from factorvae.errors import UserError
 from factorvae.export import is_export, load_exported
-from factorvae.io import check_memory
+from factorvae.io import check_memory, read_json
 from factorvae.metrics import suite
 from factorvae.metrics.codes import Codes
 from factorvae.runs import load_run
@@ -174,6 +174,12 @@ def is_codes_file(path: str | Path) -> bool:
             return {"factors.npy", "codes.npy", "sizes.npy"} <= set(z.namelist())
     except (OSError, zipfile.BadZipFile):
         return False
+
+
+def is_result_file(path: str | Path) -> bool:
+    """Whether ``path`` is a JSON result of ``factorvae metrics`` (an object with ``settings``)."""
+    result = read_json(path)
+    return isinstance(result, dict) and isinstance(result.get("settings"), dict)
 
 
 def choose_points(num_grid: int, points: int | None, rng: np.random.Generator) -> np.ndarray:

@@ -11,7 +11,7 @@ the path and the cause.
 
 Reads are bounded (``read_bounded``: a regular file under a size limit, checked before parsing),
 and the guards every command shares live here: ``confined`` (a path read from a file stays in
-its folder), ``check_out_dir`` (an output folder is new, empty or the command's own),
+its folder), ``check_out_dir``, ``check_out_file`` (an output is new, empty or the command's own),
 ``check_not_input`` and ``check_memory``.
 """
 

@@ -79,7 +79,8 @@ def run_sweep(spec, out: str | Path, workers: int = 1, ray_address: str | None =
     t0 = time.time()
     sweep = spec if isinstance(spec, Sweep) else load_spec(spec)
     # new, empty, or a sweep directory (whatever else it holds, e.g. its spec): never the user's folder
-    out = check_out_dir(out, lambda _, names: "sweep.json" in names or "trials" in names, "a sweep directory")
+    out = check_out_dir(out, lambda _, names: bool({"sweep.json", "trials", ".sweep.lock"} & set(names)),
+                        "a sweep directory")
     if workers < 0:
         raise UserError(f"--workers must be >= 0, got {workers}")
     if ray_address and ray_address not in ("local", "auto") and "ray" not in sys.modules:

@@ -137,6 +137,22 @@ def test_configs_and_specs_are_bounded_regular_files(tmp_path, cli):
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
 
 
+def test_yaml_aliases_cannot_expand_without_bound(tmp_path, cli):
+    laughs = ["name: t", "methods: [{name: vae}]", "description:", "  - &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    laughs += [f"  - &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]  # 10^9 values
+    spec = tmp_path / "laughs.yaml"
+    spec.write_text("\n".join(laughs) + "\n")
+    t0 = time.perf_counter()
+    code, _, err = cli("sweep", spec, "--out", tmp_path / "s", "--dry-run")
+    one_line_error(code, err, "aliases expand to more than")
+    assert time.perf_counter() - t0 < 10
+    from factorvae.config import parse_yaml
+
+    assert parse_yaml("a: &x [1, 2]\nb: *x\n", "t") == {"a": [1, 2], "b": [1, 2]}  # a small alias is fine
+    looped = parse_yaml("a: &x [1, *x]\n", "t")  # a recursive one is counted, not followed forever
+    assert looped["a"][1] is looped["a"]
+
+
 def test_a_sweep_is_counted_before_it_is_expanded(tmp_path, cli):
     from factorvae.sweep.spec import MAX_TRIALS
 

@@ -99,17 +99,42 @@ class _StrictLoader(yaml.SafeLoader):
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
 
 
+#: the most values a YAML document may hold once its aliases are expanded (a config has a few
+#: hundred; nine levels of ten aliases each, "billion laughs", would be 10^9)
+MAX_YAML_VALUES = 1_000_000
+
+
+def _expanded_size(obj, memo: dict) -> int:
+    """Values in ``obj`` counting each alias use again (memoised by identity: linear in the
+    document, however far its aliases would expand)."""
+    if not isinstance(obj, (dict, list)):
+        return 1
+    if id(obj) not in memo:
+        memo[id(obj)] = 0  # a recursive alias counts once more, never loops
+        items = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
+        memo[id(obj)] = 1 + sum(min(_expanded_size(v, memo), MAX_YAML_VALUES + 1) for v in items)
+    return memo[id(obj)]
+
+
 def parse_yaml(text: str | bytes, where: str):
-    """The YAML document ``text`` (safe types only; a key twice in one mapping is refused); any
-    problem is one ``UserError`` starting with ``where``."""
+    """The YAML document ``text`` (safe types only; a key twice in one mapping is refused; at most
+    ``MAX_YAML_VALUES`` values once aliases are expanded); any problem is one ``UserError``
+    starting with ``where``."""
     try:
-        return yaml.load(text, Loader=_StrictLoader)
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.constructor.ConstructorError as e:
         if "duplicate key" in str(e.problem):
             raise UserError(f"{where}: {e.problem}; give each key once") from None
         raise UserError(f"{where}: not a readable YAML file (ConstructorError)") from None
     except (ValueError, RecursionError, yaml.YAMLError) as e:  # ValueError: not UTF-8 (a binary file)
         raise UserError(f"{where}: not a readable YAML file ({e.__class__.__name__})") from None
+    try:
+        size = _expanded_size(data, {})
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply") from None
+    if size > MAX_YAML_VALUES:
+        raise UserError(f"{where}: its aliases expand to more than {MAX_YAML_VALUES:,} values; write the values out")
+    return data
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -197,11 +197,12 @@ def read_bounded(path: str | Path, limit: int = MAX_CONFIG_BYTES, what: str = "f
 
 
 def _no_duplicates(pairs: list) -> dict:
-    keys = [k for k, _ in pairs]
-    dup = sorted({k for k in keys if keys.count(k) > 1})
-    if dup:
+    out = dict(pairs)
+    if len(out) != len(pairs):  # linear: a record of a million keys is checked in a blink
+        seen: set = set()
+        dup = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
         raise ValueError(f"duplicate key(s) {', '.join(map(repr, dup))}")
-    return dict(pairs)
+    return out
 
 
 def load_json(path: str | Path, what: str = "JSON file", limit: int = MAX_JSON_BYTES):
@@ -240,8 +241,8 @@ def confined(root: str | Path, rel, what: str) -> Path:
 
 def check_out_dir(path: str | Path, mine: Callable[[Path, list[str]], bool], kind: str, flag: str = "--out") -> Path:
     """Refuse output folder ``path`` unless it is new, empty, or ``mine(path, entries)`` says it
-    is ``kind`` (e.g. "a run directory") and holds only what one holds (entries: its names, lock and temporaries left out). A
-    dangling or looping symbolic link, a file, an empty name are refused by name."""
+    is ``kind`` (e.g. "a run directory"; entries: its names, the lock and temporaries left out).
+    A dangling or looping symbolic link, a file, an empty name are refused by name."""
     if not str(path).strip():
         raise UserError(f"{flag} is empty; name a folder")
     path = Path(path)

@@ -331,3 +331,22 @@ def test_a_second_signal_while_the_first_is_handled_waits(monkeypatch):
         flag.restore()
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def test_a_process_ending_on_a_signal_ignores_the_next_one(monkeypatch):
+    import sys
+
+    import factorvae.commands.train
+    from factorvae.cli import main
+
+    monkeypatch.setattr(factorvae.commands.train, "run", lambda args: 128 + signal.SIGINT)  # stopped by Ctrl-C
+    monkeypatch.setattr(sys, "argv", ["factorvae", "train", "--out", "x"])
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert main() == 130
+        # a second Ctrl-C during the interpreter's exit (atexit handlers) cannot raise a traceback
+        assert all(signal.getsignal(s) == signal.SIG_IGN for s in old)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    assert main(["train", "--out", "x"]) == 130 and signal.getsignal(signal.SIGINT) == old[signal.SIGINT]  # in-process

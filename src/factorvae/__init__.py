@@ -43,6 +43,7 @@ def train(config=None, out=None, *, resume: bool = False, progress: bool = True,
 
     if out is None:
         raise TypeError("train() needs out=, the run directory to write")
+    RunDir(out).check_new_or_ours("out", resume)  # never into a folder that is not a run
     if resume:
         cfg = RunDir(out).read_config()
     else:
@@ -65,11 +66,13 @@ def traverse(run, out, limit: float = 2.0, steps: int = 10, references: int = 3)
     ``factorvae traverse`` writes them. Returns {kind: path(s) written}."""
     from pathlib import Path
 
-    from factorvae.runs import load_run as _load_run
-    from factorvae.viz.traversals import write_run_images
+    from factorvae.runs import load_run as _load_run, lock_for_output
+    from factorvae.viz.traversals import check_images_out, write_run_images
 
+    out = check_images_out(out)
     r = run if hasattr(run, "model") else _load_run(run)
-    return write_run_images(r.model, r.dataset, Path(out), limit=limit, steps=steps, references=references)
+    with lock_for_output(out):
+        return write_run_images(r.model, r.dataset, Path(out), limit=limit, steps=steps, references=references)
 
 
 _LAZY = {"load_run": "factorvae.runs", "evaluate": "factorvae.metrics.api", "load_dataset": "factorvae.data"}

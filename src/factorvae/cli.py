@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
-from factorvae.errors import UserError
+from factorvae.errors import UserError, out_of_memory
 from factorvae.io import describe_os_error
 from factorvae.commands import COMMANDS
 
@@ -32,13 +33,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    code = _run(args)
+    if argv is None and code >= 128:  # this process ends on a signal: another must not break its exit
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    return code
+
+
+def _run(args) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"factorvae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # full disk, read-only or unwritable path: the environment, not a bug
-        print(f"factorvae {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
+        # an error without a file name (a short write) names the output the user gave
+        where = e.filename or next((getattr(args, k) for k in ("out", "dir", "run_dir") if getattr(args, k, None)), None)
+        print(f"factorvae {args.command}: error: {describe_os_error(e, where)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:  # sizes asked for (metric settings, a data file) beyond memory
+        if not out_of_memory(e):
+            raise
+        detail = " ".join(str(e).split())[:160]
+        print(f"factorvae {args.command}: error: out of memory ({detail}); ask for smaller sizes", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"factorvae {args.command}: interrupted", file=sys.stderr)

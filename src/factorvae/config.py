@@ -10,6 +10,7 @@ import yaml
 
 from factorvae.data import get_dataset_info
 from factorvae.errors import UserError, check_keys
+from factorvae.io import MAX_CONFIG_BYTES, read_bounded
 from factorvae.loggers import parse_loggers
 from factorvae.methods import METHODS, get_method
 from factorvae.methods.base import check_number
@@ -84,14 +85,70 @@ def deep_update(base: dict, new: dict) -> dict:
     return base
 
 
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (``model:`` twice would
+    silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeLoader's own error names it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
+
+
+#: the most values a YAML document may hold once its aliases are expanded (a config has a few
+#: hundred; nine levels of ten aliases each, "billion laughs", would be 10^9)
+MAX_YAML_VALUES = 1_000_000
+
+
+def _expanded_size(obj, memo: dict) -> int:
+    """Values in ``obj`` counting each alias use again (memoised by identity: linear in the
+    document, however far its aliases would expand)."""
+    if not isinstance(obj, (dict, list)):
+        return 1
+    if id(obj) not in memo:
+        memo[id(obj)] = 0  # a recursive alias counts once more, never loops
+        items = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
+        memo[id(obj)] = 1 + sum(min(_expanded_size(v, memo), MAX_YAML_VALUES + 1) for v in items)
+    return memo[id(obj)]
+
+
+def parse_yaml(text: str | bytes, where: str):
+    """The YAML document ``text`` (safe types only; a key twice in one mapping is refused; at most
+    ``MAX_YAML_VALUES`` values once aliases are expanded); any problem is one ``UserError``
+    starting with ``where``."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UserError(f"{path}: not a readable YAML file ({e.__class__.__name__})") from None
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.constructor.ConstructorError as e:
+        if "duplicate key" in str(e.problem):
+            raise UserError(f"{where}: {e.problem}; give each key once") from None
+        raise UserError(f"{where}: not a readable YAML file (ConstructorError)") from None
+    except (ValueError, RecursionError, yaml.YAMLError) as e:  # ValueError: not UTF-8 (a binary file)
+        raise UserError(f"{where}: not a readable YAML file ({e.__class__.__name__})") from None
+    try:
+        size = _expanded_size(data, {})
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply") from None
+    if size > MAX_YAML_VALUES:
+        raise UserError(f"{where}: its aliases expand to more than {MAX_YAML_VALUES:,} values; write the values out")
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A config or spec file: a regular file of at most ``io.MAX_CONFIG_BYTES``, a YAML mapping."""
+    path = Path(path)
+    data = parse_yaml(read_bounded(path, MAX_CONFIG_BYTES, "config file"), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -106,10 +163,7 @@ def parse_set(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key or any(not p for p in key.split(".")):
             raise UserError(f"--set expects key.path=value, got {item!r}")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise UserError(f"--set {key}: cannot parse value {raw!r}") from None
+        value = parse_yaml(raw, f"--set {key}")
         if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
             try:
                 value = float(value)

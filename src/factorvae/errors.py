@@ -28,3 +28,11 @@ def check_keys(what: str, given, allowed) -> None:
         close = difflib.get_close_matches(k, allowed, n=1)
         parts.append(k + (f" (did you mean {close[0]}?)" if close else ""))
     raise UserError(f"unknown {what}(s): {', '.join(parts)}; valid: {', '.join(allowed)}")
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is a failed allocation: MemoryError (numpy's too), torch's OutOfMemoryError,
+    or torch's CPU allocator failing (a RuntimeError saying "can't allocate memory"). Imports
+    nothing, so the command line can ask it without loading torch."""
+    return (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+            or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)))

@@ -21,7 +21,7 @@ import yaml
 from safetensors.torch import save as st_save
 
 from factorvae.errors import UserError
-from factorvae.io import atomic_write, atomic_write_json
+from factorvae.io import atomic_write, atomic_write_json, check_out_dir, load_json
 from factorvae.metrics.suite import HEADLINE, METRICS
 # the reading side (load_exported, is_export) lives in factorvae.runs: load_run dispatches to it
 from factorvae.runs import EXPORT_CONFIG as CONFIG, EXPORT_WEIGHTS as WEIGHTS
@@ -45,9 +45,8 @@ PAPERS = {
 def export_run(run_dir: str | Path, out: str | Path) -> dict[str, str]:
     """Write the export of a run's last checkpoint to ``out`` (created; an existing non-empty
     folder only if an earlier export wrote it). Returns {kind: path written}."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_export(out))):
-        raise UserError(f"{out} exists and is not an export folder; choose a new or empty folder")
+    out = check_out_dir(out, lambda p, names: is_export(p) and set(names) <= {CONFIG, WEIGHTS, CARD, TRAVERSAL},
+                        "an export folder")
     run = load_run(run_dir, device="cpu", load_data=False)
     prefixes = kept_prefixes(run.model.name)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in run.model.state_dict().items()
@@ -58,6 +57,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, str]:
     scores = _read_json(run.dir / "eval.json")
     traversal = run.dir / "images" / "traversal_ref0.png"
     written = {}
+    new = not out.exists() or not any(out.iterdir())
     try:
         out.mkdir(parents=True, exist_ok=True)
         if traversal.is_file():
@@ -66,8 +66,17 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, str]:
         atomic_write(out / CARD, lambda f: f.write(model_card(config, scores, traversal.is_file()).encode()))
         atomic_write_json(out / CONFIG, config)
         atomic_write(out / WEIGHTS, lambda f: f.write(st_save(state, metadata=meta)))
-    except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    except BaseException as e:
+        if new:  # a failed first export (a full disk) leaves no half folder behind
+            for name in (TRAVERSAL, CARD, CONFIG, WEIGHTS):
+                (out / name).unlink(missing_ok=True)
+            try:
+                out.rmdir()  # only when empty: nothing else is removed
+            except OSError:
+                pass
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+        raise
     written.update({"card": str(out / CARD), "config": str(out / CONFIG), "weights": str(out / WEIGHTS)})
     return written
 
@@ -124,12 +133,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable JSON ({type(e).__name__})") from None
+    return load_json(path) if path.exists() else None
 
 
 __all__ = ["export_run", "load_exported", "is_export", "model_card"]

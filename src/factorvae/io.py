@@ -8,6 +8,11 @@ removed by the next write of the same target, or by ``clean_stale_temps`` on the
 Files get the mode the umask gives a new file (not ``mkstemp``'s 0600), so shared storage works.
 A write that fails (full disk, read-only or unwritable directory) raises a ``UserError`` naming
 the path and the cause.
+
+Reads are bounded (``read_bounded``: a regular file under a size limit, checked before parsing),
+and the guards every command shares live here: ``confined`` (a path read from a file stays in
+its folder), ``check_out_dir``, ``check_out_file`` (an output is new, empty or the command's own),
+``check_not_input`` and ``check_memory``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import os
 import shlex
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -160,12 +166,151 @@ def check_writable(path: str | Path) -> None:
         raise write_error(path, e) from None
 
 
-def read_json(path: str | Path):
-    """The parsed JSON of ``path``, or None when it is missing or unreadable."""
+# -- bounded reads: nothing unbounded gets in -----------------------------------------------------
+
+#: the largest config, sweep spec or other YAML file read (a real one is a few KiB; 50 MB of
+#: YAML parses for a minute)
+MAX_CONFIG_BYTES = 1 << 20
+#: the largest JSON record read (eval.json, trial.json, an export's config.json, manifests)
+MAX_JSON_BYTES = 16 << 20
+
+
+def read_bounded(path: str | Path, limit: int = MAX_CONFIG_BYTES, what: str = "file") -> bytes:
+    """The bytes of regular file ``path``, refused (one ``UserError``) before reading when it
+    is missing, not a regular file (``/dev/zero``, a FIFO, a directory) or larger than ``limit``."""
+    path = Path(path)
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {describe_os_error(e, path)}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UserError(f"{what} {path} is not a regular file; give a file")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1) if st.st_size <= limit else b""
+        if st.st_size > limit or len(data) > limit:
+            raise UserError(f"{what} {path} is larger than {limit / 2**20:g} MiB, the limit for a {what}")
+    return data
+
+
+def _no_duplicates(pairs: list) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):  # linear: a record of a million keys is checked in a blink
+        seen: set = set()
+        dup = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
+        raise ValueError(f"duplicate key(s) {', '.join(map(repr, dup))}")
+    return out
+
+
+def load_json(path: str | Path, what: str = "JSON file", limit: int = MAX_JSON_BYTES):
+    """The parsed JSON of ``path`` (bounded, a regular file, no key twice in one object); any
+    problem is one ``UserError`` naming the path."""
+    data = read_bounded(path, limit, what)
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        return json.loads(data.decode(), object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        detail = f": {e}" if "duplicate key" in str(e) else ""
+        raise UserError(f"{path}: unreadable JSON ({type(e).__name__}{detail})") from None
+
+
+def read_json(path: str | Path):
+    """The parsed JSON of ``path``, or None when it is missing, unreadable, not a regular file
+    or larger than ``MAX_JSON_BYTES`` (``load_json``)."""
+    try:
+        return load_json(path)
+    except UserError:
         return None
+
+
+# -- paths: outputs confined to what the user handed over ----------------------------------------
+
+def confined(root: str | Path, rel, what: str) -> Path:
+    """``root / rel`` for a relative path ``rel`` read from a file (a manifest, an index), refused
+    when it is absolute, climbs with ``..`` or resolves (through symbolic links) outside ``root``."""
+    root = Path(root)
+    if not isinstance(rel, str) or not rel or "\0" in rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise UserError(f"{what} names {rel!r}, not a path inside {root}; refused")
+    real_root, real = os.path.realpath(root), os.path.realpath(root / rel)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise UserError(f"{what} names {rel!r}, which leads outside {root} (to {real}); refused")
+    return root / rel
+
+
+def check_out_dir(path: str | Path, mine: Callable[[Path, list[str]], bool], kind: str, flag: str = "--out") -> Path:
+    """Refuse output folder ``path`` unless it is new, empty, or ``mine(path, entries)`` says it
+    is ``kind`` (e.g. "a run directory"; entries: its names, the lock and temporaries left out).
+    A dangling or looping symbolic link, a file, an empty name are refused by name."""
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty; name a folder")
+    path = Path(path)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise UserError(f"{flag} {path} is a symbolic link to nothing; choose another {flag}") from None
+        return path
+    except OSError as e:  # ELOOP: a symlink loop; EACCES ...
+        raise UserError(f"{flag} {describe_os_error(e, path)}") from None
+    if not path.is_dir():
+        raise UserError(f"{flag} {path} exists and is not a directory")
+    try:
+        entries = sorted(e for e in os.listdir(path) if e != ".lock" and not (e.startswith(".") and e.endswith(".tmp")))
+    except OSError as e:
+        raise UserError(f"{flag} {describe_os_error(e, path)}") from None
+    if entries and not mine(path, entries):
+        raise UserError(f"{flag} {path} is not empty and is not {kind}: it holds {', '.join(entries[:3])}"
+                        f"{', ...' if len(entries) > 3 else ''}; choose a new or empty folder")
+    return path
+
+
+def check_out_file(path: str | Path, mine: Callable[[Path], bool], kind: str, flag: str = "--out") -> Path:
+    """Refuse output file ``path`` when it exists and ``mine(path)`` does not recognise it as a
+    ``kind`` the command wrote before (the user's README is not replaced by a result)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a directory; give a file name")
+    if (path.exists() or path.is_symlink()) and not (path.is_file() and mine(path)):
+        raise UserError(f"{flag} {path} exists and is not {kind}; choose another {flag}")
+    return path
+
+
+def check_not_input(out: str | Path, inputs, flag: str = "--out") -> None:
+    """Refuse an output that is one of the command's inputs (the same file, by any name)."""
+    for given in inputs:
+        if given is None:
+            continue
+        try:
+            same = os.path.samefile(out, given)
+        except OSError:
+            same = os.path.realpath(out) == os.path.realpath(given)
+        if same:
+            raise UserError(f"{flag} {out} is the input {given}; writing it would replace the input: choose another {flag}")
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable plus free swap (None: unknown)."""
+    try:
+        info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.split()[1:2] and line.split()[1].isdigit()}
+    except (OSError, ValueError, IndexError):
+        return None
+    if "MemAvailable" not in info:
+        return None
+    return info["MemAvailable"] + info.get("SwapFree", 0)
+
+
+def check_memory(nbytes: int, what: str, hint: str = "") -> None:
+    """Refuse (``UserError``) to allocate ``nbytes`` for ``what`` when the machine has less
+    available: the out-of-memory guard of every loader, said before the allocation."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise UserError(f"out of memory: {what} needs {nbytes / 2**30:,.1f} GiB, {free / 2**30:,.1f} GiB available"
+                        + (f"; {hint}" if hint else ""))
 
 
 # -- exclusive locks ---------------------------------------------------------------------------

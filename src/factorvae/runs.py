@@ -14,6 +14,7 @@ Every file but metrics.jsonl (appended line by line) is written atomically (fact
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -22,17 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
 from factorvae import pretrained
-from factorvae.config import dump, resolve
+from factorvae.config import dump, parse_yaml, resolve
 from factorvae.data import image_channels, load_dataset
 from factorvae.errors import UserError
-from factorvae.io import (atomic_write_bytes, atomic_write_json, atomic_write_text, clean_stale_temps, exclusive_lock,
-                          read_json, write_error)
+from factorvae.io import (MAX_CONFIG_BYTES, atomic_write_bytes, atomic_write_json, atomic_write_text, check_memory,
+                          check_out_dir, clean_stale_temps, exclusive_lock, load_json, read_bounded, read_json,
+                          write_error)
 from factorvae.methods import get_method
+from factorvae.weights import MEMORY_HINT, check_checkpoint, check_finite, check_fits, memory_guard
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -49,8 +51,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+#: what a run directory holds (RunDir, the trackers, a sweep trial): a folder with anything
+#: else is not a run, and ``train`` does not write into it
+RUN_ENTRIES = {"config.yaml", "metrics.jsonl", "checkpoints", "tb", "images", "summary.json", "eval.json",
+               "data.json", "metrics.csv", "wandb", "mlruns", "trial.json", "analysis.json", "error.txt"}
+
+
 class RunDir:
     def __init__(self, path: str | Path):
+        if isinstance(path, str) and not path.strip():  # Path("") is the working directory
+            raise UserError("the run directory is an empty path; name a folder")
         self.path = Path(path)
 
     config_path = property(lambda self: self.path / "config.yaml")
@@ -64,6 +74,13 @@ class RunDir:
 
     def exists(self) -> bool:
         return self.config_path.exists()
+
+    def check_new_or_ours(self, flag: str = "--out", resume: bool = False) -> None:
+        """Refuse to start a run in a folder that is neither new, empty, nor a run holding only
+        run files (``RUN_ENTRIES``): the user's ``summary.json`` is not overwritten, ``/`` not
+        written. A run to resume may hold other files too (``traverse --out RUN/traversals``)."""
+        check_out_dir(self.path, lambda _, names: "config.yaml" in names and (resume or set(names) <= RUN_ENTRIES),
+                      "a run directory of run files only", flag)
 
     def lock(self):
         """Context manager: the run's exclusive lock (factorvae.io.exclusive_lock), so two
@@ -104,10 +121,7 @@ class RunDir:
     def read_config(self) -> dict:
         if not self.config_path.exists():
             raise UserError(f"{self.path} is not a run directory (no config.yaml)")
-        try:
-            raw = yaml.safe_load(self.config_path.read_text())
-        except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: not UTF-8 (a binary file)
-            raise UserError(f"{self.config_path}: unreadable ({e.__class__.__name__})") from None
+        raw = parse_yaml(read_bounded(self.config_path, MAX_CONFIG_BYTES, "config file"), f"{self.config_path}: unreadable")
         if not isinstance(raw, dict):
             raise UserError(f"{self.config_path}: not a config mapping")
         return resolve(raw)
@@ -186,12 +200,21 @@ class RunDir:
             raise UserError(f"{self.path}: no checkpoint to resume from ({path} missing)")
         try:
             # weights_only: tensors and plain containers only, never arbitrary objects
-            return torch.load(path, map_location=map_location, weights_only=True)
+            with memory_guard(f"loading {path}"):
+                state = torch.load(path, map_location=map_location, weights_only=True)
+        except UserError:
+            raise
         except Exception as e:
             raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}); it may be truncated or not ours") from None
+        check_checkpoint(state, path)
+        return state
 
     @staticmethod
     def restore(model, state: dict, generators: dict[str, torch.Generator]) -> int:
+        if state.get("model_name") != model.name:
+            raise UserError(f"checkpoint does not fit this model: it is of model {state.get('model_name')!r}, "
+                            f"this run's is {model.name!r}")
+        check_fits(state.get("model"), model.state_dict(), "checkpoint")
         try:
             model.load_state_dict(state["model"])
             for k, opt in model.optimizers().items():
@@ -220,13 +243,30 @@ class Run:
         return f"Run({self.config['model']['name']}, step {self.step:,}, data {data}, dir '{self.dir}')"
 
 
+def lock_for_output(out: str | Path):
+    """The lock of the run directory that output folder ``out`` is (or whose ``images/`` it is),
+    so nothing is written into a run another process trains; a null context elsewhere."""
+    out = Path(out)
+    for d in (out, out.parent):
+        if RunDir(d).exists() and (d / "checkpoints").is_dir():
+            return RunDir(d).lock()
+    return contextlib.nullcontext()
+
+
 def build_model(cfg: dict, in_channels: int, device: torch.device, seed: int | None = None):
+    """The config's method, seeded; its size is measured first (on the meta device: no memory)
+    and refused when the machine cannot hold its weights (``io.check_memory``)."""
+    method = get_method(cfg["model"]["name"])
+    with memory_guard():
+        with torch.device("meta"):
+            numel = sum(t.numel() for t in method(cfg["model"], cfg["optim"], in_channels, torch.Generator()).state_dict().values())
+    check_memory(4 * numel, f"model {method.name} ({numel:,} weights)", MEMORY_HINT)
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg["train"]["seed"] if seed is None else seed)
     # Parameters are initialised from torch's global RNG; seed it so a seed means one model.
     torch.manual_seed(cfg["train"]["seed"])
-    method = get_method(cfg["model"]["name"])
-    model = method(cfg["model"], cfg["optim"], in_channels, gen).to(device)
+    with memory_guard():
+        model = method(cfg["model"], cfg["optim"], in_channels, gen).to(device)
     return model, gen
 
 
@@ -235,7 +275,8 @@ def load_run(run_dir: str | Path, device: str = "cpu", load_data: bool = True, p
     checkpoint), an export folder (``factorvae export``) or the name of a pretrained model
     (``factorvae pretrained``; its weights' checksum is checked first)."""
     run_dir = pretrained.locate(run_dir)  # a pretrained name -> its verified export folder
-    if is_export(run_dir):
+    if is_export(run_dir) or (not RunDir(run_dir).exists() and (Path(run_dir) / EXPORT_CONFIG).exists()):
+        # a damaged export's config.json is named as such, not "not a run directory"
         return load_exported(run_dir, device, load_data, progress)
     rd = RunDir(run_dir)
     cfg = rd.read_config()
@@ -248,15 +289,18 @@ def load_run(run_dir: str | Path, device: str = "cpu", load_data: bool = True, p
         channels = image_channels(cfg["data"]["name"], cfg["data"].get("channels"))
     model, gen = build_model(cfg, channels, dev)
     state = rd.load_checkpoint(map_location=dev)
-    if state.get("model_name") != model.name:
-        raise UserError(f"{rd.ckpt_path}: checkpoint is of model {state.get('model_name')!r}, config says {model.name!r}")
-    step = RunDir.restore(model, state, {})
+    try:
+        step = RunDir.restore(model, state, {})
+    except UserError as e:
+        raise UserError(f"{rd.ckpt_path}: {e}") from None
     model.eval()
     return Run(rd.path, cfg, model, dataset, step)
 
 
 # -- exports (factorvae.export writes them): the reading side, here so load_run can dispatch --
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
+#: the largest export weights file read (the paper's encoder and decoder: a few MB)
+MAX_WEIGHTS_BYTES = 4 << 30
 #: the networks an export keeps, per method (state-dict prefixes): the encoder and decoder; for
 #: InfoWGAN-GP the generator and the critic, whose Q head is its encoder
 EXPORT_KEEP = {"infowgan_gp": ("generator_net.", "critic.")}
@@ -268,10 +312,8 @@ def kept_prefixes(model_name: str) -> tuple[str, ...]:
 
 def is_export(path: str | Path) -> bool:
     """Whether ``path`` holds an export (its config.json carries the "export" record)."""
-    try:
-        return "export" in json.loads((Path(path) / EXPORT_CONFIG).read_text())
-    except (OSError, ValueError, TypeError):
-        return False
+    raw = read_json(Path(path) / EXPORT_CONFIG)
+    return isinstance(raw, dict) and "export" in raw
 
 
 def load_exported(path: str | Path, device: str = "cpu", load_data: bool = True, progress: bool = False) -> Run:
@@ -279,34 +321,35 @@ def load_exported(path: str | Path, device: str = "cpu", load_data: bool = True,
     values), with its config and, if ``load_data``, its data set: what ``load_run`` returns
     for a run directory. Reads JSON and safetensors only: nothing is unpickled."""
     path = Path(path)
-    try:
-        raw = json.loads((path / EXPORT_CONFIG).read_text())
-    except (OSError, ValueError):
-        raw = None
+    raw = load_json(path / EXPORT_CONFIG, "export config") if (path / EXPORT_CONFIG).exists() else None
     if not isinstance(raw, dict) or "export" not in raw:
         raise UserError(f"{path} is not an export folder ({EXPORT_CONFIG} with an 'export' record missing)")
     info = raw.pop("export")
+    if isinstance(raw.get("data"), dict):  # the exporter's cache folder is not this machine's to write into
+        raw["data"]["cache_dir"] = None
     cfg = resolve(raw)
+    if not (path / EXPORT_WEIGHTS).exists():
+        raise UserError(f"{path}: {EXPORT_WEIGHTS} missing")
     try:
-        state = st_load((path / EXPORT_WEIGHTS).read_bytes())
-    except FileNotFoundError:
-        raise UserError(f"{path}: {EXPORT_WEIGHTS} missing") from None
+        with memory_guard(f"loading {path / EXPORT_WEIGHTS}"):
+            state = st_load(read_bounded(path / EXPORT_WEIGHTS, MAX_WEIGHTS_BYTES, "export weights"))
     except (OSError, SafetensorError) as e:
         raise UserError(f"{path / EXPORT_WEIGHTS}: unreadable ({type(e).__name__}); it may be truncated") from None
     dataset = open_dataset(cfg, progress) if load_data else None
     channels = dataset.channels if load_data else image_channels(cfg["data"]["name"], cfg["data"].get("channels"))
     model, _ = build_model(cfg, channels, pick_device(device))
-    wanted = {k for k in model.state_dict() if k.startswith(kept_prefixes(model.name))}
-    if set(state) != wanted:
-        extra, missing = sorted(set(state) - wanted), sorted(wanted - set(state))
-        raise UserError(f"{path / EXPORT_WEIGHTS} does not fit model {model.name}: "
-                        f"{len(missing)} missing (e.g. {missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]})")
+    wanted = {k: v for k, v in model.state_dict().items() if k.startswith(kept_prefixes(model.name))}
+    check_fits(state, wanted, f"{path / EXPORT_WEIGHTS} (model {model.name})")
+    check_finite(list(state.items()), path / EXPORT_WEIGHTS)
     try:
         model.load_state_dict(state, strict=False)
     except RuntimeError as e:
         raise UserError(f"{path / EXPORT_WEIGHTS} does not fit model {model.name}: {str(e)[:200]}") from None
     model.eval()
-    return Run(path, cfg, model, dataset, int(info.get("step", 0)))
+    step = info.get("step", 0) if isinstance(info, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UserError(f"{path / EXPORT_CONFIG}: export.step {step!r} is not a whole number >= 0")
+    return Run(path, cfg, model, dataset, step)
 
 
 def _mapping(obj) -> dict | None:

@@ -21,6 +21,7 @@ from factorvae.metrics.codes import encode_batch
 from factorvae.metrics.suite import evaluate_model
 from factorvae.metrics.tc import model_total_correlation
 from factorvae.runs import RunDir, build_model, open_dataset, pick_device
+from factorvae.weights import memory_guard
 from factorvae.viz.traversals import kl_per_dim, write_run_images
 
 
@@ -50,28 +51,19 @@ def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = Tru
     run = RunDir(out)
     with run.lock():
         run.clean_temps()
-        try:
+        with memory_guard():
             return _train_locked(cfg, run, resume and run.ckpt_path.exists(), progress, dataset)
-        except (MemoryError, RuntimeError) as e:
-            if not _out_of_memory(e):
-                raise
-            need = re.search(r"allocate (\d+) bytes", str(e))
-            need = f" ({int(need.group(1)) / 2**30:.1f} GiB asked for)" if need else ""
-            raise UserError(f"out of memory{need}: reduce train.batch_size or the model's size "
-                            "(model.z_dim, model.arch)") from None
-
-
-def _out_of_memory(e: BaseException) -> bool:
-    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e)
 
 
 class _SignalFlag:
     """While installed, SIGINT/SIGTERM only record themselves, read between steps (so a
-    checkpoint never holds half an update); a second signal interrupts at once. Handlers
-    others installed (Ray's) stay."""
+    checkpoint never holds half an update); a second signal interrupts at once, unless the
+    first is being handled (``stopping``: the checkpoint is being saved), which it must not
+    break. Handlers others installed (Ray's) stay."""
 
     def __init__(self):
         self.caught: list[int] = []
+        self.stopping = False
         self.old: dict = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -79,7 +71,7 @@ class _SignalFlag:
                     self.old[sig] = signal.signal(sig, self._handler)
 
     def _handler(self, signum, frame):
-        if self.caught:
+        if self.caught and not self.stopping:
             raise KeyboardInterrupt
         self.caught.append(signum)
 
@@ -133,6 +125,7 @@ def _train_locked(cfg: dict, run: RunDir, resume: bool, progress: bool, dataset)
                 sums, count, t_last = {}, 0, time.perf_counter()
             saved = periodic_work(model, dataset, cfg, run, loggers, step, generators)
             if signals.caught:
+                signals.stopping = True
                 if not saved:
                     run.save_checkpoint(model, step, generators)
                 raise Interrupted(signals.caught[0], step, run.path)

@@ -41,12 +41,17 @@ def _whole(value: str, option: str, minimum: int) -> int:
 
 
 def check_out(out: str) -> Path:
-    """The output path, checked before any work: an .npz in a writable folder."""
+    """The output path, checked before any work: an .npz in a writable folder, replacing at most
+    an earlier codes file."""
+    from factorvae.io import check_out_file
+    from factorvae.metrics.api import is_codes_file
+
     path = Path(out)
     if path.suffix != ".npz":
         raise UserError(f"--out must name an .npz file, got {out!r}")
     if path.is_dir():
         raise UserError(f"--out {out} is a directory")
+    check_out_file(path, is_codes_file, "a codes file (factors, codes, sizes)")  # only an earlier encode's is replaced
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

@@ -70,7 +70,8 @@ def emit(results: dict, as_json: bool, out: str | None = None) -> None:
 
 
 def run(args) -> int:
-    from factorvae.io import check_writable
+    from factorvae.io import check_not_input, check_out_file, check_writable
+    from factorvae.metrics.api import is_result_file
     from factorvae.metrics.api import load_codes
     from factorvae.metrics.plan import describe, format_plan
     from factorvae.metrics.suite import evaluate, sample_warnings
@@ -78,6 +79,8 @@ def run(args) -> int:
     names, seed, overrides = check_options(args)
     metrics = None if args.metrics == "all" else names  # a sample's default: the metrics it serves
     if args.out:
+        check_not_input(args.out, [args.grid])
+        check_out_file(args.out, is_result_file, "a result of factorvae metrics")
         check_writable(args.out)  # a wrong --out is said before the scoring, not after
     codes = load_codes(args.grid)
     kind = f"a sample of {codes.num_points:,} grid points" if codes.is_sample else "every grid point"

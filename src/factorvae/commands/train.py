@@ -199,8 +199,7 @@ def run(args) -> int:
     from factorvae.trainer import Interrupted, train
 
     rd = RunDir(args.out)
-    if rd.path.exists() and not rd.path.is_dir():
-        raise UserError(f"--out {args.out} exists and is not a directory")
+    rd.check_new_or_ours(resume=args.resume)  # new, empty, or a run: never the user's folder, `/` or ""
     if args.resume and not rd.exists():
         raise UserError(f"--resume: {args.out} holds no run (no config.yaml)")
     cfg = None if args.resume else build_config(args)  # a bad option creates nothing

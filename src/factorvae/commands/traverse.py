@@ -27,17 +27,16 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from factorvae.runs import load_run
-    from factorvae.viz.traversals import write_run_images
+    from factorvae.runs import load_run, lock_for_output
+    from factorvae.viz.traversals import check_images_out, write_run_images
 
     if not (0 < args.limit < math.inf) or not (2 <= args.steps <= MAX_STEPS) or not (1 <= args.references <= MAX_REFS):
         raise UserError(f"--limit must be a finite number > 0, --steps 2..{MAX_STEPS} and --references 1..{MAX_REFS} "
                         f"(one image sheet per reference), got {args.limit}, {args.steps}, {args.references}")
-    out = Path(args.out) if args.out else Path(args.run_dir) / "images"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
+    out = check_images_out(args.out if args.out is not None else Path(args.run_dir) / "images")
     r = load_run(args.run_dir, device=args.device)
-    written = write_run_images(r.model, r.dataset, out, limit=args.limit, steps=args.steps, references=args.references)
+    with lock_for_output(out):  # a run being trained is not written into
+        written = write_run_images(r.model, r.dataset, out, limit=args.limit, steps=args.steps, references=args.references)
     for k, v in written.items():
         print(f"{k}: {v if isinstance(v, str) else ', '.join(v)}")
     return 0

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from factorvae.data.store import ImageData, as_uint8_tensor, atomic_save_npy, cache_dir, load_cached_npy
 from factorvae.errors import UserError
+from factorvae.io import read_json
 
 SIZE = 64
 BUILD_VERSION = 1
@@ -210,10 +211,7 @@ def build(root: str | Path, channels=None, cache: str | Path | None = None, prog
 
 def _load_cache(path: Path, key: str, root: Path, files: list[Path]) -> dict | None:
     side = path.with_suffix(".json")
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError):
-        return None
+    meta = read_json(side)  # bounded; None when missing or unreadable
     if not isinstance(meta, dict) or meta.get("key") != key or meta.get("build_version") != BUILD_VERSION:
         return None
     arr = load_cached_npy(path, meta, tuple(meta.get("shape", ())))

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from factorvae.data.store import cache_dir
 from factorvae.errors import UserError
-from factorvae.io import atomic_write_text
+from factorvae.io import atomic_write_text, read_json
 
 #: MD5 of the files as published (dSprites: github.com/deepmind/dsprites-dataset; 3D Shapes:
 #: storage.googleapis.com/3d-shapes/3dshapes.h5)
@@ -42,10 +42,7 @@ def file_md5(path: str | Path, cache: str | Path | None = None, progress: bool =
     path = Path(path)
     book = cache_dir(cache) / "md5.json"
     key = _key(path)
-    try:
-        known = json.loads(book.read_text())
-    except (OSError, ValueError):
-        known = {}
+    known = read_json(book)  # bounded; None when missing or unreadable
     if not isinstance(known, dict):
         known = {}
     if isinstance(known.get(key), str):

@@ -163,7 +163,7 @@ def load_cached_npy(path: Path, meta: dict, shape: tuple, dtype=np.uint8) -> np.
     if not (path.exists() and side.exists()):
         return None
     try:
-        if json.loads(side.read_text()) != meta:
+        if io.read_json(side) != meta:  # bounded; None when unreadable
             return None
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, json.JSONDecodeError):

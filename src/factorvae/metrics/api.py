@@ -9,6 +9,7 @@ sample of grid points of any size (MIG, DCI, SAP, modularity/explicitness).
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from factorvae.data import load_dataset
 from factorvae.errors import UserError
 from factorvae.export import is_export, load_exported
+from factorvae.io import check_memory, read_json
 from factorvae.metrics import suite
 from factorvae.metrics.codes import Codes
 from factorvae.runs import load_run
@@ -119,6 +121,8 @@ def load_codes(path: str | Path) -> Codes:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"file not found: {path}")
+    if zipfile.is_zipfile(path):  # the sizes its headers declare, checked before any array is read
+        check_memory(npz_bytes(path), f"the arrays of {path}")
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
@@ -136,6 +140,46 @@ def load_codes(path: str | Path) -> Codes:
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
             raise UserError(f"{path}: cannot read its arrays ({type(e).__name__}: {e})") from None
     return Codes.from_points(arrays["factors"], arrays["codes"], arrays["sizes"], names=names, source=str(path))
+
+
+def npz_bytes(path: str | Path) -> int:
+    """Bytes the arrays of an .npz take once loaded, read from their ``.npy`` headers only
+    (``np.lib.format``; no data is read). A header that declares more data than its member
+    stores (a crafted or truncated file) is one ``UserError``."""
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f, max_header_size=10_000)
+                nbytes = math.prod(int(n) for n in shape) * dtype.itemsize
+                if nbytes > info.file_size:
+                    raise UserError(f"{path}: array {info.filename[:-4]!r} declares {math.prod(shape):,} elements "
+                                    f"{tuple(shape)} but holds {info.file_size:,} bytes; the file is damaged or crafted")
+                total += nbytes
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
+    return total
+
+
+def is_codes_file(path: str | Path) -> bool:
+    """Whether ``path`` is an .npz with factors, codes and sizes (what ``encode`` writes), by
+    its member names only."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return {"factors.npy", "codes.npy", "sizes.npy"} <= set(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def is_result_file(path: str | Path) -> bool:
+    """Whether ``path`` is a JSON result of ``factorvae metrics`` (an object with ``settings``)."""
+    result = read_json(path)
+    return isinstance(result, dict) and isinstance(result.get("settings"), dict)
 
 
 def choose_points(num_grid: int, points: int | None, rng: np.random.Generator) -> np.ndarray:

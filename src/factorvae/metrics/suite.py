@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import sys
 import time
 import zlib
@@ -130,12 +131,26 @@ def check_overrides(overrides: dict | None) -> dict[str, dict]:
             raise UserError(f"unknown metric {name!r} in a setting; choose from {', '.join(METRICS)}")
         if not isinstance(params, dict):
             raise UserError(f"settings of {name} must be param=value pairs")
-        allowed = [p for p in inspect.signature(FUNCTIONS[name]).parameters if p not in ("codes", "rng")]
-        for key in params:
+        signature = inspect.signature(FUNCTIONS[name]).parameters
+        allowed = [p for p in signature if p not in ("codes", "rng")]
+        for key, value in params.items():
             if key not in allowed:
                 raise UserError(f"{name} has no parameter {key!r}; its parameters are {', '.join(allowed)}")
+            if not (value is None and "None" in str(signature[key].annotation)):
+                _check_setting(name, key, value, signature[key].default)
         out[name] = dict(params)
     return out
+
+
+def _check_setting(metric: str, key: str, value, default) -> None:
+    """A setting of the type of its default: a count (int default) a whole number >= 1 (>= 0
+    when the default is 0), a float a finite number >= 0; refused before any plan or work."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int) and not isinstance(default, bool):
+        if not (number and float(value).is_integer() and value >= min(1, default)):
+            raise UserError(f"{metric}.{key} must be a whole number >= {min(1, default)}, got {value!r}")
+    elif isinstance(default, float) and not (number and math.isfinite(value) and value >= 0):
+        raise UserError(f"{metric}.{key} must be a finite number >= 0, got {value!r}")
 
 
 def parse_settings(items: list[str] | None) -> dict[str, dict]:

@@ -16,12 +16,11 @@ This module reads JSON and hashes files only (no torch): ``factorvae.runs`` impo
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
 from factorvae.errors import UserError
-from factorvae.io import atomic_write_json, atomic_write_text
+from factorvae.io import atomic_write_json, atomic_write_text, confined, load_json
 
 #: where index.json and the model folders are (tests point it at a temporary registry)
 REGISTRY = Path(__file__).parent
@@ -32,12 +31,12 @@ WEIGHTS = "model.safetensors"
 def index() -> dict[str, dict]:
     """{name: entry} of the shipped models (empty when none are shipped)."""
     path = REGISTRY / INDEX
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         return {}
-    except (OSError, ValueError) as e:
-        raise UserError(f"pretrained registry {path}: unreadable ({type(e).__name__})") from None
+    try:
+        raw = load_json(path, "pretrained registry")
+    except UserError as e:
+        raise UserError(f"pretrained registry {e}") from None
     models = raw.get("models") if isinstance(raw, dict) else None
     if not isinstance(models, dict):
         raise UserError(f"pretrained registry {path}: no 'models' mapping")
@@ -61,7 +60,9 @@ def locate(name_or_path):
     if name_or_path not in models:
         return name_or_path
     entry = models[name_or_path]
-    folder = REGISTRY / str(entry.get("folder", name_or_path))
+    if not isinstance(entry, dict):
+        raise UserError(f"pretrained registry {REGISTRY / INDEX}: entry {name_or_path!r} is not a mapping")
+    folder = confined(REGISTRY, entry.get("folder", name_or_path), f"pretrained registry {REGISTRY / INDEX}")
     weights = folder / WEIGHTS
     try:
         digest = sha256(weights)
@@ -78,8 +79,8 @@ def register(export_dir, name: str, scores: dict | None = None, description: str
     copies it to REGISTRY/name, records the weights' sha256 and ``scores``, appends the sha256
     to the model card. For maintainers shipping models; returns the index entry."""
     src = Path(export_dir)
-    cfg = json.loads((src / "config.json").read_text())
-    dst = REGISTRY / name
+    cfg = load_json(src / "config.json", "export config")
+    dst = confined(REGISTRY, name, "pretrained model name")
     if dst.exists():
         raise UserError(f"pretrained model {name!r} already in {REGISTRY}")
     shutil.copytree(src, dst)

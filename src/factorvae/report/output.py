@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from factorvae.errors import UserError
-from factorvae.io import atomic_write_text, read_json
+from factorvae.io import atomic_write_text, confined, read_json
 
 MANIFEST = ".factorvae-report.json"
 
@@ -37,8 +37,11 @@ def owned_files(out: Path) -> list[str]:
         raise UserError(f"--out {out} is not empty and holds no report of ours ({', '.join(entries[:3])}"
                         f"{', ...' if len(entries) > 3 else ''}); the report writes only into an empty directory "
                         "or one it wrote before: choose another --out")
-    foreign = [e for e in entries if not (e == MANIFEST or (e in files and (out / e).is_file())
-                                          or (e in dirs and (out / e).is_dir()))]
+    for name in files + dirs:  # a crafted manifest must not name a file elsewhere for removal
+        confined(out, name, f"--out {out}: its report manifest")
+    links = [e for e in entries if (out / e).is_symlink()]
+    foreign = [e for e in entries if e in links or not (e == MANIFEST or (e in files and (out / e).is_file())
+                                                        or (e in dirs and (out / e).is_dir()))]
     if foreign:
         raise UserError(f"--out {out} holds files the report did not write ({', '.join(foreign[:3])}"
                         f"{', ...' if len(foreign) > 3 else ''}); move them away or choose another --out")
@@ -89,7 +92,10 @@ def _remove(root: Path, files: list[str]) -> None:
     """Delete the listed files under ``root`` and then the directories left empty; anything else
     (a file that appeared meanwhile) stays where it is."""
     for f in files + [MANIFEST]:
-        (root / f).unlink(missing_ok=True)
+        try:
+            confined(root, f, "report manifest").unlink(missing_ok=True)
+        except UserError:  # checked by owned_files; a path changed since is left alone
+            continue
     for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
         try:
             d.rmdir()

@@ -33,7 +33,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from factorvae.errors import UserError
-from factorvae.io import atomic_write_json, read_json
+from factorvae.io import atomic_write_json, check_out_dir, read_json
 from factorvae.sweep.packing import auto_group_size, pack, parse_group_size
 from factorvae.sweep.slurm import SlurmOptions, run_slurm
 from factorvae.sweep.spec import Sweep, Trial, load_spec
@@ -78,9 +78,9 @@ def run_sweep(spec, out: str | Path, workers: int = 1, ray_address: str | None =
     Slurm runs one trial per job)."""
     t0 = time.time()
     sweep = spec if isinstance(spec, Sweep) else load_spec(spec)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
+    # new, empty, or a sweep directory (whatever else it holds, e.g. its spec): never the user's folder
+    out = check_out_dir(out, lambda _, names: bool({"sweep.json", "trials", ".sweep.lock"} & set(names)),
+                        "a sweep directory")
     if workers < 0:
         raise UserError(f"--workers must be >= 0, got {workers}")
     if ray_address and ray_address not in ("local", "auto") and "ray" not in sys.modules:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -39,6 +40,9 @@ EVAL_DEFAULTS: dict = {
     "sampled": False,
 }
 #: keys that describe the machine, not the experiment: left out of the trial hash
+#: the most trials one spec may expand to (a paper sweep has hundreds): counted before expanding,
+#: so a grid of millions is refused at once instead of resolving configs for minutes
+MAX_TRIALS = 10_000
 MACHINE_KEYS = (("train", "device"), ("train", "threads"), ("train", "loggers"), ("data", "cache_dir"),
                 ("train", "group_strategy"), ("train", "compile"))
 
@@ -255,6 +259,19 @@ def resolve_eval(value) -> dict:
     return ev
 
 
+def trial_count(methods: list, seeds, datasets) -> int:
+    """How many trials the spec's methods x grid points x seeds x data sets make, counted from
+    the list lengths alone (nothing expanded; malformed entries count 1 and fail later)."""
+    n_seeds = seeds if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0 else \
+        len(seeds) if isinstance(seeds, list) and seeds else 1
+    n_data = len(datasets) if isinstance(datasets, list) and datasets else 1
+    points = 0
+    for m in methods:
+        grid = m.get("grid") if isinstance(m, dict) else None
+        points += math.prod(len(v) for v in grid.values() if isinstance(v, list) and v) if isinstance(grid, dict) else 1
+    return points * n_seeds * n_data
+
+
 def load_spec(source: str | Path | dict, base_dir: str | Path | None = None, sets: dict | None = None) -> Sweep:
     """Read and expand a sweep spec (a YAML file or a dict) into its trials; every bad value is
     a UserError naming where it is. ``sets`` (``factorvae sweep --set``, as ``config.parse_set``
@@ -265,7 +282,7 @@ def load_spec(source: str | Path | dict, base_dir: str | Path | None = None, set
         src = None
     else:
         path = Path(source).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"sweep spec not found: {path}")
         spec, where, base = read_yaml(path), str(path), Path(base_dir or path.parent)
         src = str(path)
@@ -288,6 +305,10 @@ def load_spec(source: str | Path | dict, base_dir: str | Path | None = None, set
         methods = [{"name": k, **(v or {})} for k, v in methods.items()]
     if not isinstance(methods, list) or not methods:
         raise UserError(f"{where}: 'methods' must be a non-empty list, e.g. [{{name: factorvae, grid: {{gamma: [10, 40]}}}}]")
+    count = trial_count(methods, spec.get("seeds"), spec.get("datasets"))
+    if count > MAX_TRIALS:
+        raise UserError(f"{where}: the spec expands to {count:,} trials (grid x seeds x data sets), more than the limit "
+                        f"of {MAX_TRIALS:,}; split it into several sweeps")
     top_layers = _config_files(spec.get("config"), base, f"{where}: config")
     base_layer = _as_layer(spec.get("base"), f"{where}: base")
     seeds = _seeds(spec.get("seeds"))

@@ -4,14 +4,26 @@ prior, and the per-dimension KL that tells which dimensions are active."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from factorvae.io import atomic_write, atomic_write_json
+from factorvae.io import atomic_write, atomic_write_json, check_out_dir
 from factorvae.methods.base import gaussian_kl_per_dim
 from factorvae.viz.tiles import grid_image, save_png, to_uint8
+
+
+#: the names ``write_run_images`` writes (step tag optional): all a folder of its images holds
+IMAGE_NAMES = re.compile(r"kl_per_dim\.json|(reconstructions|samples|traversal)(_\d{8})?(_ref\d+)?\.(png|gif)")
+
+
+def check_images_out(out: str | Path) -> Path:
+    """Refuse an output folder for ``write_run_images`` that holds anything it does not write
+    (the run directory itself, the user's folder): new, empty, or earlier images only."""
+    return check_out_dir(out, lambda _, names: all(IMAGE_NAMES.fullmatch(n) for n in names),
+                         "a folder of run images (traversals, samples, reconstructions)")
 
 
 def reference_indices(dataset, count: int = 3) -> np.ndarray:

@@ -293,7 +293,15 @@ def sample_warnings(results: dict) -> list[str]:
 
 
 def headline(results: dict) -> dict[str, float]:
-    return {m: results[m][HEADLINE[m]] for m in METRICS if m in results}
+    """{metric: headline value} of the metrics that could score (an unscorable one is None)."""
+    return {m: results[m][HEADLINE[m]] for m in METRICS if m in results and results[m].get(HEADLINE[m]) is not None}
+
+
+def not_scored(value, result: dict) -> str:
+    """A value for a table: "n/a (reason)" for a metric that could not score, else ''."""
+    if value is None and isinstance(result, dict) and result.get("unscorable"):
+        return f"n/a ({result['unscorable']})"
+    return ""
 
 
 def format_table(results: dict) -> str:
@@ -306,9 +314,10 @@ def format_table(results: dict) -> str:
             continue
         for i, k in enumerate(REPORTED[m]):
             v = results[m].get(k)
-            val = f"{v:.4f}" if isinstance(v, float) else str(v)
+            val = f"{v:.4f}" if isinstance(v, float) else ("n/a" if not_scored(v, results[m]) else str(v))
             t = f"{seconds[m]:7.1f}s" if i == 0 and m in seconds else ""
             lines.append(f"{m + '.' + k:<{width}}  {val:>8}  {t}")
+    lines += [f"{m}: {not_scored(None, results[m])}" for m in METRICS if not_scored(None, results.get(m))]
     fv = results.get("factor_vae")
     if fv and fv.get("latent_factor"):
         lines.append("factor_vae: latent -> factor  " + ", ".join(

@@ -41,8 +41,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-#: steps timed (after 2 warm-up steps) for the expected-time line; skipped for shorter runs
-ESTIMATE_STEPS, ESTIMATE_MIN_REMAINING = 5, 500
+#: steps timed (after 2 warm-up steps) for the expected-time line; skipped for runs so short that
+#: timing them would cost a sizeable part of the run
+ESTIMATE_STEPS, ESTIMATE_MIN_REMAINING = 5, 50
 
 
 def pick_threads(cores: int | None = None, load: float | None = None) -> int:
@@ -56,17 +57,14 @@ def pick_threads(cores: int | None = None, load: float | None = None) -> int:
     return max(1, min(cores, int(cores - load + 0.5)))
 
 
-def expected_time(cfg: dict, dataset, start: int) -> str | None:
-    """One line: the step rate of a few steps of a throwaway copy of the model and the time
-    the remaining steps should take at that rate (None for short runs)."""
+def step_rate(cfg: dict, dataset) -> float:
+    """Training steps per second of a throwaway copy of ``cfg``'s model: ESTIMATE_STEPS steps
+    timed after 2 warm-up steps, on two batches of ``dataset``."""
     import torch
 
     from factorvae.runs import build_model, pick_device
 
     t = cfg["train"]
-    remaining = t["steps"] - start
-    if remaining < ESTIMATE_MIN_REMAINING:
-        return None
     device = pick_device(t["device"])
     model, _ = build_model(cfg, dataset.channels, device)
     model.train()
@@ -78,7 +76,19 @@ def expected_time(cfg: dict, dataset, start: int) -> str | None:
     t0 = time.perf_counter()
     for i in range(ESTIMATE_STEPS):
         model.train_step(batch[0], second, i)
-    rate = ESTIMATE_STEPS / (time.perf_counter() - t0)
+    return ESTIMATE_STEPS / (time.perf_counter() - t0)
+
+
+def expected_time(cfg: dict, dataset, start: int) -> str | None:
+    """One line: the step rate of a few steps of a throwaway copy of the model and the time
+    the remaining steps should take at that rate (None for runs too short to time)."""
+
+    import torch
+
+    remaining = cfg["train"]["steps"] - start
+    if remaining < ESTIMATE_MIN_REMAINING:
+        return None
+    rate = step_rate(cfg, dataset)
     secs = remaining / rate
     when = f"{secs:.0f} s" if secs < 90 else f"{secs / 60:.0f} min" if secs < 5400 else f"{secs / 3600:.1f} h"
     return (f"expect ~{when} for {remaining:,} steps: {rate:.2f} steps/s measured over {ESTIMATE_STEPS} steps "

@@ -374,12 +374,16 @@ def _all_trials(rep: _Report) -> None:
     cols = list(dict.fromkeys(c for c in (rep.metric, SECONDARY, *rep.scores, "recon", "analysis.true_tc",
                                           "analysis.log_px", "active_dims") if c))
     units = {"recon": " (nats)", "analysis.true_tc": " (nats)", "analysis.log_px": " (nats)"}
+    phases = ["train_seconds", "metrics_seconds", "analysis_seconds"]
     doc.table(["trial", "setting", "seed", "status"] + [NICE.get(c, c) + units.get(c, "") for c in cols]
-              + ["training time (s)", "flagged"],
+              + ["train (s)", "metrics (s)", "analyses (s)", "flagged"],
               [[r["trial_id"], r.get("setting") or "–", _fmt(r.get("seed")), r["status"]]
-               + [_fmt(_num(r.get(c)), 4) for c in cols] + [_fmt(_num(r.get("seconds")), 4),
-                                                            "; ".join(rep.flags.get(r["trial_id"], [])) or ""]
+               + [_cell(r, c) for c in cols] + [_fmt(_num(r.get(c)), 4) for c in phases]
+               + ["; ".join(rep.flags.get(r["trial_id"], [])) or ""]
                for r in rep.rows[:1000]])
+    doc.p("train / metrics / analyses: wall seconds of each phase of a trial (analyses: reconstruction error, "
+          "true TC, log p(x)); a trial trained over several attempts adds them up; n/a: the metric could not "
+          "score (the reason is given), which is not a score of 0.", "note")
     doc.p(f"Full table (every config value and metric as a column): {rep.sweep_dir / 'results.csv'} and "
           f"{rep.sweep_dir / 'results.parquet'}.", "note")
 
@@ -403,6 +407,13 @@ def _pm(g: dict, col: str, digits: int = 3) -> str:
     if not s:
         return f"{m:.{digits}f}"
     return f"{m:.{digits}f} ± {s:.{digits}f}" if s >= 10**-digits else f"{m:.{digits}f} ± {s:.1g}"
+
+
+def _cell(r: dict, col: str) -> str:
+    """One trial's value, or "n/a (reason)" where its metric could not score."""
+    if _num(r.get(col)) is None and r.get(col.split(".")[0] + ".unscorable"):
+        return f"n/a ({r[col.split('.')[0] + '.unscorable']})"
+    return _fmt(_num(r.get(col)), 4)
 
 
 def _pm_scored(g: dict, col: str) -> str:

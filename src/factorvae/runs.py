@@ -183,7 +183,8 @@ class RunDir:
     def load_checkpoint(self, map_location="cpu") -> dict:
         path = self.ckpt_path
         if not path.exists():
-            raise UserError(f"{self.path}: no checkpoint to resume from ({path} missing)")
+            raise UserError(f"{self.path}: no checkpoint yet ({path} missing; training writes one every "
+                            "train.ckpt_every steps): nothing to load, score or resume")
         try:
             # weights_only: tensors and plain containers only, never arbitrary objects
             return torch.load(path, map_location=map_location, weights_only=True)

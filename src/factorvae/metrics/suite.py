@@ -220,13 +220,14 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
 
 
 def evaluate_model(model, dataset, preset: str = "fast", seed: int = 0, metrics=None, batch_size: int = 256,
-                   progress: bool = False, overrides: dict[str, dict] | None = None) -> dict:
+                   progress: bool = False, overrides: dict[str, dict] | None = None, announce: bool = True) -> dict:
     """Score a model's representation (``model.representation``: encoder means for VAEs) on
     the data set's factor grid; what ``train --eval-every`` and ``factorvae eval`` call. With
-    ``progress``, first prints what it will do (``plan.describe``) to stderr."""
+    ``progress`` (and ``announce``: False where the caller printed it already), first prints
+    what it will do (``plan.describe``) to stderr."""
     grid = require_grid(dataset)
     parse_metrics(metrics), preset_params(preset), check_overrides(overrides)  # fail before encoding
-    if progress:  # what it will do and cost, before the minutes start (`factorvae eval`)
+    if progress and announce:  # what it will do and cost, before the minutes start
         from factorvae.metrics.plan import describe, format_plan  # local: plan imports this module
 
         plan = describe(preset, metrics, grid=grid, overrides=overrides, channels=getattr(dataset, "channels", 1))

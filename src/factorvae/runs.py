@@ -52,6 +52,7 @@ def pick_device(name: str = "auto") -> torch.device:
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._resumed_at: int | None = None  # set on resume: marks the next loss record
 
     config_path = property(lambda self: self.path / "config.yaml")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
@@ -117,6 +118,12 @@ class RunDir:
 
     # -- metrics.jsonl ----------------------------------------------------------------------
     def append_metrics(self, record: dict) -> None:
+        """Append one record; the first loss record after a resume (``truncate_metrics``) gets
+        ``resumed_from``: its losses average only the steps since that step, not a whole window."""
+        at = self._resumed_at
+        if at is not None and "steps_per_s" in record:
+            record = {**record, "resumed_from": at}
+            self._resumed_at = None
         try:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -151,6 +158,7 @@ class RunDir:
 
     def truncate_metrics(self, step: int) -> None:
         """Drop records after ``step`` (a resumed run re-logs them)."""
+        self._resumed_at = int(step)
         if not self.metrics_path.exists():
             return
         keep = [r for r in self.read_metrics() if r.get("step", 0) <= step]

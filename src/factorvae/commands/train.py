@@ -135,7 +135,7 @@ def build_config(args) -> dict:
 
 
 #: what a resumed run may change; every other option must repeat the saved config
-RESUMABLE_KEYS = ("train.steps", "train.device", "train.loggers")
+RESUMABLE_KEYS = ("train.steps", "train.device", "train.loggers", "train.threads")  # threads: a machine key, picked on every start
 
 
 def _leaves(tree: dict, prefix: str = "") -> dict:

@@ -29,6 +29,7 @@ from safetensors.torch import load as st_load
 from factorvae import pretrained
 from factorvae.config import dump, resolve
 from factorvae.data import image_channels, load_dataset
+from factorvae.data.images import as_model_input
 from factorvae.errors import UserError
 from factorvae.io import (atomic_write_bytes, atomic_write_json, atomic_write_text, clean_stale_temps, exclusive_lock,
                           read_json, write_error)
@@ -227,6 +228,22 @@ class Run:
     def __repr__(self) -> str:
         data = self.config.get("data", {}).get("name", "?") if self.dataset is None else repr(self.dataset)
         return f"Run({self.config['model']['name']}, step {self.step:,}, data {data}, dir '{self.dir}')"
+
+    def encode(self, images, batch_size: int = 256):
+        """The model's representation (encoder means for the VAEs) of a user's images, as numpy
+        (N, codes). The data set's own preprocessing is applied (``data.images.as_model_input``):
+        its channels (greyscale or RGB), 64x64 (largest centred square, Lanczos), pixel values
+        scaled to [0, 1]. ``images``: a path (file or folder), a PIL image, a numpy array or
+        tensor (uint8, or floats in [0, 1]; a stack of 3 or 4 greyscale images must be
+        (N, 1, H, W) or a list: (3, H, W) reads as one RGB image), or a list of these."""
+        channels = image_channels(self.config["data"]["name"], self.config["data"].get("channels"))
+        x = torch.from_numpy(as_model_input(images, channels))
+        device = next(self.model.parameters()).device
+        out = []
+        with torch.no_grad():
+            for a in range(0, len(x), batch_size):
+                out.append(self.model.representation(x[a:a + batch_size].to(device).float().div_(255)).cpu())
+        return torch.cat(out).numpy()
 
 
 def build_model(cfg: dict, in_channels: int, device: torch.device, seed: int | None = None):

@@ -357,7 +357,8 @@ def _traversals(rep: _Report, max_traversals: int) -> None:
                    + ", ".join(f"z{j} {f or '–'}" for j, f in enumerate(factors)) + "." if factors else "")
         rep.figure(dst, f"{g['method_label']} {g['label']}, seed {best.get('seed')} ({score}recon "
                         f"{_fmt(_num(best.get('recon')), 4)}): rows = latent dims (left: their KL in nats), "
-                        f"columns = value from -2 to 2.{mapping}")
+                        f"columns = value from -2 to 2 (first column, in sheets drawn since issue 24: the input "
+                        f"image).{mapping}")
         if (images / "reconstructions.png").exists():
             rdst = rep.img / f"reconstructions_{_slug(best['trial_id'])}.png"
             shutil.copyfile(images / "reconstructions.png", rdst)

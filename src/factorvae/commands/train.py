@@ -273,9 +273,15 @@ def print_summary(summary: dict) -> None:
     if summary.get("kl_per_dim") is not None:
         print(f"  KL per latent dim (nats): {summary['kl_per_dim']}")
         dims, th = summary["active_dims_kl"], summary["active_dims_kl_threshold"]
-        print(f"  active dims by KL (mean KL > {th} nats; summary.json active_dims_kl): {dims} "
-              f"({len(dims)} of {len(summary['kl_per_dim'])}); `factorvae eval` reports the FactorVAE metric's "
-              "own active dims (std over the data above its prune threshold)")
+        n = len(summary["kl_per_dim"])
+        print(f"  active dims by KL (mean KL(q(z_j|x) || p(z_j)) > {th} nats: the posterior differs from the prior): "
+              f"{len(dims)} of {n} {dims}")
+        std = summary.get("active_dims_std")
+        if std is not None:
+            print(f"  active dims by the FactorVAE metric's rule (std of the encoder means >= "
+                  f"{summary['active_dims_std_threshold']} over 1,024 images: the mean moves with the image): "
+                  f"{len(std)} of {n} {std}; both are right: a latent whose variance shrank while its mean barely "
+                  "moves counts for KL only (docs/metrics.md)")
     imgs = summary.get("images", {})
     if imgs.get("traversals"):
         print(f"  traversals: {imgs['traversals'][0]} (+{len(imgs['traversals']) - 1} more), {imgs.get('traversal_gif')}")

@@ -39,6 +39,21 @@ def kl_per_dim(model, dataset, n: int = 1024, batch: int = 256) -> np.ndarray | 
 
 
 @torch.no_grad()
+def mean_std_per_dim(model, dataset, n: int = 1024, batch: int = 256) -> np.ndarray | None:
+    """Std of each latent's encoder mean over the same n fixed images as ``kl_per_dim`` (None
+    without a Gaussian posterior): the FactorVAE metric's rule for an active latent (std >= 0.05,
+    Kim & Mnih 2018 §4), here on n images instead of the metric's own sample."""
+    if not hasattr(model, "encoder"):
+        return None
+    was_training = model.training
+    model.eval()
+    idx = np.random.default_rng(7).choice(len(dataset), size=min(n, len(dataset)), replace=False)
+    means = torch.cat([model.encode(dataset.images(idx[s : s + batch]))[0] for s in range(0, len(idx), batch)])
+    model.train(was_training)
+    return means.std(0).cpu().numpy() if len(idx) > 1 else None
+
+
+@torch.no_grad()
 def traversal_frames(model, x: torch.Tensor, limit: float = 2.0, steps: int = 10):
     """Images (refs, dims, steps, C, H, W) moving one latent at a time from each reference's
     code, and the dims traversed."""

@@ -54,3 +54,12 @@ def test_a_sweep_states_its_plan_and_each_phase_and_tabulates_phase_times(tmp_pa
         assert float(row[col]) >= 0, col
     assert float(row["train_seconds"]) + float(row["metrics_seconds"]) + float(row["analysis_seconds"]) \
         <= float(row["seconds"]) + 0.5
+
+
+def test_dry_run_says_what_running_would_cost_and_runs_nothing(tmp_path, cli):
+    path = write_spec(tmp_path / "s.yaml", micro_spec(steps=10, gammas=(10,), betas=(1,)))
+    code, out, err = cli("sweep", path, "--out", tmp_path / "o", "--dry-run", "--set", "eval.analyses=quick")
+    assert code == 0, err
+    assert "2 trial(s) to run" in out and "projected" in out and "training 10 steps" in out
+    assert "true TC, 100 samples over a subset of 500 images" in out  # the spec's explicit keys beat quick's
+    assert not (tmp_path / "o" / "trials").exists()

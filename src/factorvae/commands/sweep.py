@@ -47,7 +47,8 @@ def register(sub) -> None:
                    help="override the spec (YAML values): seeds=2, eval.preset=fast, or any config key of its base, "
                         "e.g. train.steps=300 (new settings make new trial ids)")
     p.add_argument("--only", metavar="TEXT", help="run only trials whose id contains TEXT")
-    p.add_argument("--dry-run", action="store_true", help="list the trials and their status; run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the trials and their status and what running them would cost; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -83,6 +84,8 @@ def run(args) -> int:
                 continue
             st = inspect_trial(out / "trials" / t.id, t)
             print(f"  {st.status:<11} {t.id}  steps={t.config['train']['steps']}" + (f"  ({st.detail})" if st.detail else ""))
+        for line in plan_lines(sweep, out, args.only, args.workers, args.threads):
+            print(line)
         return 0
     for line in plan_lines(sweep, Path(args.out), args.only, args.workers, args.threads):
         print(line, file=sys.stderr, flush=True)

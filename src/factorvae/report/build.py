@@ -383,7 +383,8 @@ def _all_trials(rep: _Report) -> None:
                + ["; ".join(rep.flags.get(r["trial_id"], [])) or ""]
                for r in rep.rows[:1000]])
     doc.p("train / metrics / analyses: wall seconds of each phase of a trial (analyses: reconstruction error, "
-          "true TC, log p(x)); a trial trained over several attempts adds them up; n/a: the metric could not "
+          "true TC, log p(x)); a trial trained over several attempts adds them up, one trained in a group shows the "
+          "group's training time; n/a: the metric could not "
           "score (the reason is given), which is not a score of 0.", "note")
     doc.p(f"Full table (every config value and metric as a column): {rep.sweep_dir / 'results.csv'} and "
           f"{rep.sweep_dir / 'results.parquet'}.", "note")

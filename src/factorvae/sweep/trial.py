@@ -189,7 +189,7 @@ def run_group(trials: list[Trial], trial_dirs: list[str], threads: int = 0, prog
                 members.append((trial, d, state))
         if len(members) > 1:
             ids = [t.id for t, _, _ in members]
-            cfgs, resumes = [], []
+            cfgs, resumes, attempts = [], [], []
             for trial, d, state in members:
                 d.mkdir(parents=True, exist_ok=True)
                 (d / "error.txt").unlink(missing_ok=True)
@@ -198,12 +198,16 @@ def run_group(trials: list[Trial], trial_dirs: list[str], threads: int = 0, prog
                            "host": os.uname().nodename, "pid": os.getpid(), "group": ids,
                            "from_status": state.status, "from_step": state.step if state.checkpoint_ok else 0}
                 write_trial_json(d, trial, attempt)
+                attempts.append(attempt)
                 cfg = copy.deepcopy(trial.config)
                 cfg["train"]["threads"] = threads
                 cfgs.append(cfg)
                 resumes.append(state.checkpoint_ok)
             try:
+                t_train = time.time()
                 summaries = _train_group(cfgs, [d for _, d, _ in members], resumes, progress, _load_dataset(cfgs[0]))
+                for (trial, d, _), attempt in zip(members, attempts):  # the group's time: its members trained together
+                    write_trial_json(d, trial, {**attempt, "train_seconds": round(time.time() - t_train, 2)})
             except KeyboardInterrupt:
                 raise
             except BaseException:  # noqa: BLE001 - the group's trials fail; the sweep goes on

@@ -63,3 +63,16 @@ def test_dry_run_says_what_running_would_cost_and_runs_nothing(tmp_path, cli):
     assert "2 trial(s) to run" in out and "projected" in out and "training 10 steps" in out
     assert "true TC, 100 samples over a subset of 500 images" in out  # the spec's explicit keys beat quick's
     assert not (tmp_path / "o" / "trials").exists()
+
+
+def test_a_plan_that_cannot_be_timed_never_stops_the_sweep(tmp_path, cli, monkeypatch):
+    import factorvae.commands.train as train_cmd
+
+    def broken(*a, **k):
+        raise RuntimeError("no timing today")
+
+    monkeypatch.setattr(train_cmd, "step_rate", broken)
+    path = write_spec(tmp_path / "s.yaml", micro_spec(steps=10, gammas=(), betas=(1,)))
+    code, out, err = cli("sweep", path, "--out", tmp_path / "o", "--dry-run")
+    assert code == 0, err
+    assert "plan: not available (RuntimeError: no timing today)" in out and "1 trial(s)" in out

@@ -84,10 +84,10 @@ def run(args) -> int:
                 continue
             st = inspect_trial(out / "trials" / t.id, t)
             print(f"  {st.status:<11} {t.id}  steps={t.config['train']['steps']}" + (f"  ({st.detail})" if st.detail else ""))
-        for line in plan_lines(sweep, out, args.only, args.workers, args.threads):
+        for line in _plan(sweep, out, args):
             print(line)
         return 0
-    for line in plan_lines(sweep, Path(args.out), args.only, args.workers, args.threads):
+    for line in _plan(sweep, Path(args.out), args):
         print(line, file=sys.stderr, flush=True)
     outcome = run_sweep(sweep, args.out, workers=args.workers, ray_address=args.ray,
                         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
@@ -105,6 +105,13 @@ def run(args) -> int:
     print(f"  report: factorvae report {outcome.out}")
     sys.stdout.flush()
     return 1 if any(r["status"] in ("failed", "corrupt", "mismatch") for r in outcome.rows) else 0
+
+
+def _plan(sweep, out: Path, args) -> list[str]:
+    try:
+        return plan_lines(sweep, out, args.only, args.workers, args.threads)
+    except Exception as e:  # noqa: BLE001 - the plan is advice: failing to time it never stops the sweep
+        return [f"plan: not available ({type(e).__name__}: {e})"[:300]]
 
 
 def plan_lines(sweep, out: Path, only: str | None, workers: int, threads: int | None) -> list[str]:

@@ -178,5 +178,5 @@ def plan_lines(sweep, out: Path, only: str | None, workers: int, threads: int | 
         torch.set_num_threads(old)
     par = max(1, min(workers or 1, len(todo)))
     lines.append(f"plan: {len(todo)} trial(s) to run, ~{duration(total / par)} projected on {par} worker(s) "
-                 "(time on idle cores; a busy machine is slower)")
+                 "(training as timed just now; metrics and analyses as on one idle core: slower on a busy machine)")
     return lines

@@ -146,6 +146,7 @@ def test_report_tables_verdict_and_problems(report):
     assert lines["γ=10"]["outcome"] == "inconclusive" and "2 seed(s)" in lines["γ=10"]["why"]
     assert "beats β-VAE at similar or better reconstruction in 1 of 2" in rep["verdict"]
     assert "1 inconclusive (γ=10: 2 seed(s)" in rep["verdict"]
+    assert "Welch's t-test (unequal variances) gives p ≥ 0.05" in md  # the rules, said beside the verdict
     for tid in (special["failed"], "broken"):
         assert tid in md
     assert "NaN loss" in md

@@ -66,6 +66,7 @@ def test_unscorable_reads_n_a_and_makes_the_verdict_inconclusive(unscorable_repo
     md, page = rep["markdown"].read_text(), rep["html"].read_text()
     assert rep["comparison"] is None  # no β-VAE setting has a FactorVAE metric to compare
     assert "<p class='verdict inconclusive'>Inconclusive: FactorVAE metric could not score" in page
+    assert "Welch's t-test (unequal variances) gives p ≥ 0.05" in md  # the rules, said beside the verdict
     settings = md.split("## Results per setting")[1].split("\n## ")[0]
     beta = [ln for ln in settings.splitlines() if ln.startswith("| betavae")]
     assert beta and all("n/a (no active dimensions" in ln for ln in beta)

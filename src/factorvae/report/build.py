@@ -169,8 +169,9 @@ def _comparison(rep: _Report, tolerance: float) -> dict | None:
                     _msd(ln["b_metric"], ln["b_std"]), f"{ln['b_recon']:.1f}", f"{ln['delta']:+.3f}", ln["kind"],
                     f"{ln['outcome']} ({ln['why']})"] for ln in cmp_["lines"]])
     elif unscored:
-        doc.p(f"Inconclusive: {NICE.get(metric, metric)} could not score every seed of {', '.join(unscored)} "
+        doc.p(f"Inconclusive: {NICE.get(metric, metric)} could not score seeds of {', '.join(unscored)} "
               f"({_unscorable_text(rep.groups, metric)}).", "verdict inconclusive")
+    if cmp_ or unscored:
         doc.p(f"Metric: {NICE.get(metric, metric)}; rivals are β-VAE settings whose mean reconstruction error is at "
               f"most {100 * tolerance:.0f}% above the FactorVAE setting's. Means ± std over finished seeds. "
               f"A comparison is inconclusive with fewer than {MIN_SEEDS} scored seeds on either side, when a seed "

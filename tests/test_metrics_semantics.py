@@ -131,6 +131,7 @@ def test_unscorable_metric_reads_n_a_in_the_table_and_stays_out_of_headlines():
     line = next(ln for ln in table.splitlines() if ln.startswith("factor_vae.eval_accuracy"))
     assert line.split()[1] == "n/a" and "None" not in table and "0.0000" not in line
     assert f"factor_vae: n/a ({res['factor_vae']['unscorable']})" in table
+    assert res["settings"]["latents"] == ["z0", "z1", "z2"]  # rows of every latent x factor matrix
 
 
 def test_mig_labels_its_matrix_and_is_unscorable_without_factor_entropy():

@@ -205,6 +205,8 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
         "seed": seed,
         "params": {n: params[n] for n in names},
         "factors": list(codes.grid.names),
+        # labels of every latent x factor matrix (mig's mutual_info, dci's importance_matrix, sap's score_matrix)
+        "latents": [f"z{j}" for j in range(codes.num_codes)],
         "factor_sizes": list(codes.grid.sizes),
         "dropped_factors": codes.dropped_factors,
         "num_codes": codes.num_codes,

@@ -30,10 +30,9 @@ from factorvae.trainer import train
 
 _DATASETS: dict = {}
 
-#: CPU seconds of one idle core per unit of each analysis (benchmarks/analysis_cost.py: the
-#: paper's dSprites networks, 1 thread; measured on the shared 2-core development machine)
-#: (load average 6.4: 1 thread on a busy machine): per image encoded, per TC sample x mixture
-#: image, per reconstructed image, per image x importance sample.
+#: CPU seconds per unit of each analysis: per image encoded, per TC sample x mixture image, per
+#: reconstructed image, per image x importance sample (benchmarks/analysis_cost.py: the paper's
+#: dSprites networks, 1 thread, CPU time measured at load average 6.4 on the 2-core machine).
 ANALYSIS_COST = {"encode": 4.3e-4, "tc_pair": 8.7e-8, "recon": 9.3e-4, "log_px": 3.3e-4}
 
 

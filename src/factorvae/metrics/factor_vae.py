@@ -110,8 +110,8 @@ def factor_vae(codes: Codes, rng: np.random.Generator, batch_size: int = 64, num
     base = {"num_active_dims": int(active.sum()), "active_dims": np.flatnonzero(active).tolist(),
             "global_std": np.sqrt(variances).tolist()}
     if not active.any():
-        reason = (f"no active dimensions: every latent's std over the data (of the encoder means) is below "
-                  f"prune_threshold {prune_threshold:g} or constant")
+        reason = (f"no active dimensions: the std of every latent's encoder mean over the data is below "
+                  f"prune_threshold {prune_threshold:g}")
         return {"train_accuracy": None, "eval_accuracy": None, "unscorable": reason, **base, "votes_train": None, "votes_eval": None,
                 "latent_factor": [None] * D, "factor_latents": {n: [] for n in grid.names}}
     train_votes = votes(codes, rng, batch_size, num_train, variances, active)

@@ -157,7 +157,12 @@ def test_threads_option(cli, toy_run, tmp_path, monkeypatch):
     code, out, err = cli("train", "--out", tmp_path / "r", "--resume", "--steps", "3", "--threads", "2",
                          "--no-progress")
     assert code == 0, err
-    assert "active dims by KL (mean KL > 0.1 nats" in out
+    assert "active dims by KL (mean KL(q(z_j|x) || p(z_j)) > 0.1 nats" in out
+    # both counts side by side, each with its definition, and the second one in summary.json
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["active_dims_std_threshold"] == 0.05 and isinstance(summary["active_dims_std"], list)
+    assert (f"active dims by the FactorVAE metric's rule (std of the encoder means >= 0.05 over 1,024 images: "
+            f"the mean moves with the image): {len(summary['active_dims_std'])} of ") in out
 
 
 def test_expected_time_line_measures_a_few_steps(toy_run):
@@ -165,7 +170,10 @@ def test_expected_time_line_measures_a_few_steps(toy_run):
     cfg = {**run.config, "train": {**run.config["train"], "steps": 1000}}
     line = train_cmd.expected_time(cfg, run.dataset, start=0)
     assert line.startswith("expect ~") and "for 1,000 steps" in line and "steps/s measured over 5 steps" in line
-    assert train_cmd.expected_time(cfg, run.dataset, start=900) is None  # too short to be worth timing
+    # from 50 remaining steps on the line is printed (issue 24: it vanished under 500); below, timing
+    # 7 steps would cost a sizeable part of the run
+    assert "for 50 steps" in train_cmd.expected_time(cfg, run.dataset, start=950)
+    assert train_cmd.expected_time(cfg, run.dataset, start=951) is None
 
 
 def test_train_rejects_a_missing_out():

@@ -220,8 +220,22 @@ def test_help_of_evaluate_is_enough():
 def test_eval_says_what_it_will_do_before_it_starts(cli, toy_run):
     code, out, err = cli("eval", toy_run, "--metrics", "mig", "--preset", "fast", "--set", "mig.num_train=500")
     assert code == 0, err
-    first = next(line for line in err.splitlines() if line.startswith("preset "))
-    assert first.startswith("preset fast: mig; ~") and "of 3,072 grid images to encode" in first
+    plan = [line for line in err.splitlines() if "preset fast: mig; ~" in line]
+    assert len(plan) == 1 and plan[0].startswith(f"{toy_run} (step 4): ")  # said once, with the run
+    first = plan[0].split(": ", 1)[1]
+    assert "of 3,072 grid images to encode" in first
     # 500 uniform draws from 3,072 points: ~460 distinct, what the cache then encodes
     encoded = json.loads((toy_run / "eval.json").read_text())["encoder"]["distinct_points"]
     assert int(first.split("~")[1].split(" ")[0].replace(",", "")) == pytest.approx(encoded, rel=0.05)
+
+
+def test_model_card_says_n_a_for_an_unscorable_metric():
+    from factorvae.export import model_card
+
+    config = {"model": {"name": "factorvae"}, "data": {"name": "toy"}, "optim": {}, "train": {},
+              "export": {"step": 4, "networks": ["encoder", "decoder"]}}
+    scores = {"factor_vae": {"eval_accuracy": None, "unscorable": "no active dimensions"},
+              "mig": {"discrete_mig": 0.25}, "settings": {"preset": "fast", "seed": 0}}
+    card = model_card(config, scores, False)
+    assert "| factor_vae.eval_accuracy | n/a (no active dimensions) |" in card
+    assert "| mig.discrete_mig | 0.2500 |" in card and "None" not in card

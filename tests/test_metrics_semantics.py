@@ -6,6 +6,7 @@ chance; plus the building blocks against scikit-learn and a per-vote loop."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -116,7 +117,35 @@ def test_collapsed_dimensions_never_win_votes():
     everything_dead = Codes.from_arrays(codes.full_grid.all_classes(), np.zeros((len(codes.grid), 2)),
                                         codes.grid.sizes)
     r = factor_vae(everything_dead, rng(), **SMALL_FV)
-    assert r["num_active_dims"] == 0 and r["eval_accuracy"] == 0.0
+    # unscorable, not zero: dlib's 0.0 would rank it below chance
+    assert r["num_active_dims"] == 0 and r["eval_accuracy"] is None and r["train_accuracy"] is None
+    assert "no active dimensions" in r["unscorable"] and "0.05" in r["unscorable"]
+
+
+def test_unscorable_metric_reads_n_a_in_the_table_and_stays_out_of_headlines():
+    codes = load("i_perfect", lambda z: np.zeros((len(z), 3)))
+    res = suite.evaluate(codes, metrics="factor_vae,mig", preset="fast")
+    assert res["factor_vae"]["eval_accuracy"] is None and res["factor_vae"]["unscorable"]
+    assert "factor_vae" not in suite.headline(res) and "mig" in suite.headline(res)
+    table = suite.format_table(res)
+    line = next(ln for ln in table.splitlines() if ln.startswith("factor_vae.eval_accuracy"))
+    assert line.split()[1] == "n/a" and "None" not in table and "0.0000" not in line
+    assert f"factor_vae: n/a ({res['factor_vae']['unscorable']})" in table
+    assert res["settings"]["latents"] == ["z0", "z1", "z2"]  # rows of every latent x factor matrix
+
+
+def test_mig_labels_its_matrix_and_is_unscorable_without_factor_entropy():
+    codes = load("i_perfect")
+    r = mig(codes, rng(), num_train=2000)
+    m = np.array(r["mutual_info"])
+    assert r["mutual_info_latents"] == [f"z{j}" for j in range(m.shape[0])]
+    assert r["mutual_info_factors"] == list(codes.grid.names) and len(r["mutual_info_factors"]) == m.shape[1]
+    # a sample in which every factor shows one value (grid codes never do: single-class factors
+    # are dropped), so no gap can be scored
+    one = SimpleNamespace(sample=lambda n, g: (np.zeros((n, 2), dtype=int), g.normal(size=(n, 3))),
+                          grid=SimpleNamespace(names=["a", "b"]))
+    r = mig(one, rng(), num_train=50)
+    assert r["discrete_mig"] is None and "single value" in r["unscorable"]
 
 
 def test_noise_scores_near_chance():

@@ -137,11 +137,16 @@ def test_report_tables_verdict_and_problems(report):
     assert g["recon:mean"] == pytest.approx(50, abs=2) and g["recon:std"] > 0
     assert groups["factorvae gamma=10"]["n"] == 2 and groups["betavae beta=4"]["n"] == 2
     # rivals reconstruct at most 10% worse: γ=10 (0.75 @ 42) and γ=40 (0.85 @ 50) both face β=1 (0.55 @ 40) only
+    # γ=40 (3 seeds) beats β=1 by Welch's t-test; γ=10 has 2 scored seeds: inconclusive, not a win
     cmp_ = rep["comparison"]
-    assert cmp_["wins"] == 2 and cmp_["total"] == 2
+    assert cmp_["wins"] == 1 and cmp_["inconclusive"] == 1 and cmp_["total"] == 2
     lines = {ln["factorvae"]: ln for ln in cmp_["lines"]}
     assert lines["γ=10"]["betavae"] == "β=1" and lines["γ=40"]["betavae"] == "β=1"
-    assert "beats β-VAE at similar or better reconstruction in 2 of 2" in rep["verdict"]
+    assert lines["γ=40"]["outcome"] == "beats" and lines["γ=40"]["p"] < 0.05
+    assert lines["γ=10"]["outcome"] == "inconclusive" and "2 seed(s)" in lines["γ=10"]["why"]
+    assert "beats β-VAE at similar or better reconstruction in 1 of 2" in rep["verdict"]
+    assert "1 inconclusive (γ=10: 2 seed(s)" in rep["verdict"]
+    assert "Welch's t-test (unequal variances) gives p ≥ 0.05" in md  # the rules, said beside the verdict
     for tid in (special["failed"], "broken"):
         assert tid in md
     assert "NaN loss" in md
@@ -318,9 +323,9 @@ def test_hyperparameters_verdict_colour_and_readable_columns(report):
     assert "train.seed" not in section
     cells = {ln.split("|")[2].strip(): ln for ln in section.splitlines() if ln.startswith("| factorvae")}
     assert set(cells) == {"γ=10", "γ=40"} and "| 40 |" in cells["γ=40"]
-    # both FactorVAE settings beat their rival: the box is green and says so
-    assert "<p class='verdict yes'>Yes: FactorVAE beats" in page
-    assert "> Yes: FactorVAE beats" in md
+    # one FactorVAE setting beats its rival, the other is inconclusive (2 seeds): amber, "Partly"
+    assert "<p class='verdict mixed'>Partly: FactorVAE beats" in page
+    assert "> Partly: FactorVAE beats" in md
     trials = md.split("## All trials")[1].strip().splitlines()[0]
     assert "FactorVAE metric" in trials and "reconstruction error (nats)" in trials and "setting" in trials
     assert not re.search(r"\w\.\w", trials)  # no dotted column names
@@ -350,6 +355,8 @@ def test_verdict_colour_follows_the_answer():
     from factorvae.report.document import Doc
 
     assert [verdict_answer({"wins": w, "total": 3}) for w in (3, 1, 0)] == ["yes", "mixed", "no"]
+    assert verdict_answer({"wins": 0, "total": 2, "inconclusive": 2}) == "inconclusive"
+    assert verdict_answer({"wins": 0, "total": 2, "inconclusive": 1}) == "mixed"  # one loses, one open
     doc = Doc()
     doc.p("No: ...", "verdict no")
     page = doc.html("t")

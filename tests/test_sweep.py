@@ -156,11 +156,14 @@ def test_local_sweep_trains_evaluates_and_tabulates(finished_sweep):
     assert len(rows) == len(csv_rows) == 2 and {r["status"] for r in rows} == {"finished"}
     assert [r["trial_id"] for r in rows] == [r["trial_id"] for r in csv_rows]
     fv = next(r for r in rows if r["method"] == "factorvae")
-    for col in ("model.gamma", "train.steps", "train.seed", "factor_vae.eval_accuracy", "beta_vae.eval_accuracy",
+    for col in ("model.gamma", "train.steps", "train.seed", "beta_vae.eval_accuracy",
                 "analysis.recon", "analysis.true_tc", "analysis.log_px", "analysis.log_px_k", "final.tc", "recon"):
         assert fv.get(col) is not None, col
     assert fv["model.gamma"] == 10.0 and fv["train.steps"] == 20 and fv["analysis.log_px_k"] == 4
-    assert 0 <= fv["factor_vae.eval_accuracy"] <= 1 and fv["recon"] == fv["analysis.recon"] > 0
+    # 20 steps of a tiny model often leave no latent mean moving: then the metric is n/a, not 0
+    fva = fv["factor_vae.eval_accuracy"]
+    assert (0 < fva <= 1) if fva is not None else fv["factor_vae.unscorable"].startswith("no active dimensions")
+    assert fv["recon"] == fv["analysis.recon"] > 0
     bv = next(r for r in rows if r["method"] == "betavae")
     assert bv.get("model.gamma") is None and bv["model.beta"] == 1.0
     d = out / bv["dir"]

@@ -60,8 +60,8 @@ def test_traversal_image_has_one_row_per_latent(short_run, tmp_path, cli):
     code, out, err = cli("traverse", short_run, "--out", tmp_path, "--steps", "7")
     assert code == 0, err
     img = Image.open(tmp_path / "traversal_ref0.png")
-    # 10 rows of 64 px + padding 2; 7 columns + a 44-px label strip
-    assert img.size == (44 + 7 * 66 + 2, 10 * 66 + 2)
+    # 10 rows of 64 px + padding 2; the input image and 7 columns + a 44-px label strip
+    assert img.size == (44 + (1 + 7) * 66 + 2, 10 * 66 + 2)
     gif = Image.open(tmp_path / "traversal.gif")
     assert gif.n_frames == 7 + 5
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import re
 import signal
 import sys
 
@@ -30,6 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: "unknown model 'factorvea'; choose one of a, b, c": every unknown-choice message (models, data
+#: sets, presets, metrics, loggers) names the value in quotes and then the choices
+_UNKNOWN = re.compile(r"^(?P<head>unknown [^']*?'(?P<value>[^']+)')(?P<rest>; choose (?:one of|from) (?P<choices>[\w, -]+))")
+
+
+def suggest(message: str) -> str:
+    """``message`` with "(did you mean 'x'?)" after an unknown choice that is close to a valid one."""
+    m = _UNKNOWN.match(message)
+    if not m or "did you mean" in message:
+        return message
+    choices = [c.strip() for c in m["choices"].split(",") if c.strip()]
+    close = difflib.get_close_matches(m["value"], choices, n=1, cutoff=0.6)
+    if not close:
+        return message
+    return f"{m['head']} (did you mean '{close[0]}'?){message[m.end('head'):]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -44,7 +63,7 @@ def _run(args) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"factorvae {args.command}: error: {e}", file=sys.stderr)
+        print(f"factorvae {args.command}: error: {suggest(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # full disk, read-only or unwritable path: the environment, not a bug
         # an error without a file name (a short write) names the output the user gave

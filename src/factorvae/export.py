@@ -22,7 +22,7 @@ from safetensors.torch import save as st_save
 
 from factorvae.errors import UserError
 from factorvae.io import atomic_write, atomic_write_json, check_out_dir, load_json
-from factorvae.metrics.suite import HEADLINE, METRICS
+from factorvae.metrics.suite import HEADLINE, METRICS, not_scored
 # the reading side (load_exported, is_export) lives in factorvae.runs: load_run dispatches to it
 from factorvae.runs import EXPORT_CONFIG as CONFIG, EXPORT_WEIGHTS as WEIGHTS
 from factorvae.runs import is_export, kept_prefixes, load_exported, load_run
@@ -113,7 +113,8 @@ def model_card(config: dict, scores: dict | None, has_traversal: bool) -> str:
                   "| metric | value |", "| --- | --- |"]
         for k in scored:
             v = scores[k].get(HEADLINE[k])
-            lines.append(f"| {k}.{HEADLINE[k]} | {v:.4f} |" if isinstance(v, float) else f"| {k}.{HEADLINE[k]} | {v} |")
+            shown = f"{v:.4f}" if isinstance(v, float) else (not_scored(v, scores[k]) or v)
+            lines.append(f"| {k}.{HEADLINE[k]} | {shown} |")
     else:
         lines.append("Not scored: run `factorvae eval RUN_DIR` before exporting.")
     lines += ["", "## Latent traversal", ""]

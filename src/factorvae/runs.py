@@ -29,6 +29,7 @@ from safetensors.torch import load as st_load
 from factorvae import pretrained
 from factorvae.config import dump, parse_yaml, resolve
 from factorvae.data import image_channels, load_dataset
+from factorvae.data.images import as_model_input
 from factorvae.errors import UserError
 from factorvae.io import (MAX_CONFIG_BYTES, atomic_write_bytes, atomic_write_json, atomic_write_text, check_memory,
                           check_out_dir, clean_stale_temps, exclusive_lock, load_json, read_bounded, read_json,
@@ -62,6 +63,7 @@ class RunDir:
         if isinstance(path, str) and not path.strip():  # Path("") is the working directory
             raise UserError("the run directory is an empty path; name a folder")
         self.path = Path(path)
+        self._resumed_at: int | None = None  # set on resume: marks the next loss record
 
     config_path = property(lambda self: self.path / "config.yaml")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
@@ -131,6 +133,12 @@ class RunDir:
 
     # -- metrics.jsonl ----------------------------------------------------------------------
     def append_metrics(self, record: dict) -> None:
+        """Append one record; the first loss record after a resume (``truncate_metrics``) gets
+        ``resumed_from``: its losses average only the steps since that step, not a whole window."""
+        at = self._resumed_at
+        if at is not None and "steps_per_s" in record:
+            record = {**record, "resumed_from": at}
+            self._resumed_at = None
         try:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -165,6 +173,7 @@ class RunDir:
 
     def truncate_metrics(self, step: int) -> None:
         """Drop records after ``step`` (a resumed run re-logs them)."""
+        self._resumed_at = int(step)
         if not self.metrics_path.exists():
             return
         keep = [r for r in self.read_metrics() if r.get("step", 0) <= step]
@@ -197,7 +206,8 @@ class RunDir:
     def load_checkpoint(self, map_location="cpu") -> dict:
         path = self.ckpt_path
         if not path.exists():
-            raise UserError(f"{self.path}: no checkpoint to resume from ({path} missing)")
+            raise UserError(f"{self.path}: no checkpoint yet ({path} missing; training writes one every "
+                            "train.ckpt_every steps): nothing to load, score or resume")
         try:
             # weights_only: tensors and plain containers only, never arbitrary objects
             with memory_guard(f"loading {path}"):
@@ -241,6 +251,22 @@ class Run:
     def __repr__(self) -> str:
         data = self.config.get("data", {}).get("name", "?") if self.dataset is None else repr(self.dataset)
         return f"Run({self.config['model']['name']}, step {self.step:,}, data {data}, dir '{self.dir}')"
+
+    def encode(self, images, batch_size: int = 256):
+        """The model's representation (encoder means for the VAEs) of a user's images, as numpy
+        (N, codes). The data set's own preprocessing is applied (``data.images.as_model_input``):
+        its channels (greyscale or RGB), 64x64 (largest centred square, Lanczos), pixel values
+        scaled to [0, 1]. ``images``: a path (file or folder), a PIL image, a numpy array or
+        tensor (uint8, or floats in [0, 1]; a stack of 3 or 4 greyscale images must be
+        (N, 1, H, W) or a list: (3, H, W) reads as one RGB image), or a list of these."""
+        channels = image_channels(self.config["data"]["name"], self.config["data"].get("channels"))
+        x = torch.from_numpy(as_model_input(images, channels))
+        device = next(self.model.parameters()).device
+        out = []
+        with torch.no_grad():
+            for a in range(0, len(x), batch_size):
+                out.append(self.model.representation(x[a:a + batch_size].to(device).float().div_(255)).cpu())
+        return torch.cat(out).numpy()
 
 
 def lock_for_output(out: str | Path):

@@ -22,11 +22,17 @@ from factorvae.metrics.suite import evaluate_model
 from factorvae.metrics.tc import model_total_correlation
 from factorvae.runs import RunDir, build_model, open_dataset, pick_device
 from factorvae.weights import memory_guard
-from factorvae.viz.traversals import kl_per_dim, write_run_images
+from factorvae.viz.traversals import kl_per_dim, mean_std_per_dim, write_run_images
 
 
 #: nats of mean KL above which a latent counts as active (summary.json's active_dims_kl)
 KL_THRESHOLD = 0.1
+#: the FactorVAE metric's pruning threshold on the std of a latent's encoder mean (metrics.suite presets)
+METRIC_STD_THRESHOLD = 0.05
+
+
+def _std_active(std: np.ndarray | None) -> list[int] | None:
+    return None if std is None else [int(j) for j in np.flatnonzero(std >= METRIC_STD_THRESHOLD)]
 
 
 def active_dims(kl: np.ndarray | None, threshold: float = KL_THRESHOLD) -> list[int]:
@@ -211,6 +217,9 @@ def finish_run(model, dataset, cfg: dict, run: RunDir, step: int, generators: di
         "kl_per_dim": None if kl is None else [round(float(v), 4) for v in kl],
         # KL-active latents; not the FactorVAE metric's "active_dims" (std over the data, eval.json)
         "active_dims_kl": active_dims(kl, KL_THRESHOLD), "active_dims_kl_threshold": KL_THRESHOLD,
+        # the FactorVAE metric's rule (std of the encoder means >= 0.05) on the same images
+        "active_dims_std": _std_active(mean_std_per_dim(model, dataset)),
+        "active_dims_std_threshold": METRIC_STD_THRESHOLD,
         "images": written, "run_dir": str(run.path),
     }
     run.write_summary(summary)

@@ -22,6 +22,9 @@ def register(sub) -> None:
                                    "and names to an .npz that `factorvae metrics` scores.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", required=True, metavar="CODES.npz", help="the .npz to write")
+    p.add_argument("--images", metavar="PATH",
+                   help="encode your own images instead of grid points: an image file or a folder of them (the "
+                        "data set's preprocessing: channels, 64x64, scaled to [0, 1]); writes codes and files")
     p.add_argument("--points", help="number of random grid points (default: every point, up to 1,000,000)")
     p.add_argument("--seed", default="0", help="seed of the random points (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
@@ -69,6 +72,10 @@ def run(args) -> int:
     from factorvae.runs import load_run
 
     out = check_out(args.out)
+    if args.images is not None:
+        if args.points is not None:
+            raise UserError("--points draws grid points; --images encodes your images: choose one")
+        return encode_images(args, out)
     points = None if args.points is None else _whole(args.points, "--points", 2)
     seed = _whole(args.seed, "--seed", 0)
     batch_size = _whole(args.batch_size, "--batch-size", 1)
@@ -89,4 +96,33 @@ def run(args) -> int:
     kind = "every grid point" if n == len(grid) else f"a random sample (seed {seed})"
     print(f"written {out}: {n:,} points x {arrays['codes'].shape[1]} codes, {kind}; "
           f"score it with `factorvae metrics {out}`")
+    return 0
+
+
+def encode_images(args, out: Path) -> int:
+    """``--images PATH``: the run's codes of a user's image file or folder (sorted paths), with
+    the file names, in an .npz (``codes`` (N, D), ``files``)."""
+    import numpy as np
+
+    from factorvae.data.images import scan
+    from factorvae.io import atomic_write
+    from factorvae.runs import load_run
+
+    path = Path(args.images).expanduser()
+    files = scan(path)[0] if path.is_dir() else [path]
+    if not files:
+        raise UserError(f"--images {path}: no image files in this folder")
+    if not files[0].exists():
+        raise UserError(f"--images {path}: no such file or folder")
+    r = load_run(args.run_dir, device=args.device, load_data=False)
+    print(f"encoding {len(files):,} image(s) with {r.dir} (step {r.step}), preprocessed as "
+          f"{r.config['data']['name']}'s images", file=sys.stderr, flush=True)
+    codes = r.encode(files, batch_size=_whole(args.batch_size, "--batch-size", 1))
+    names = np.array([str(f.relative_to(path)) if path.is_dir() else f.name for f in files])
+    try:
+        atomic_write(out, lambda f: np.savez(f, codes=codes, files=names))
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    print(f"written {out}: {len(files):,} image(s) x {codes.shape[1]} codes (arrays codes, files); "
+          "images without factor labels cannot be scored by `factorvae metrics`")
     return 0

@@ -65,14 +65,30 @@ def run(args) -> int:
         print(line, file=sys.stderr, flush=True)
         dataset = open_dataset(r.config, progress=not args.no_progress)
         results = evaluate_model(r.model, dataset, preset=args.preset, seed=seed, metrics=names,
-                                 batch_size=batch_size, progress=not args.no_progress, overrides=overrides)
+                                 batch_size=batch_size, progress=not args.no_progress, overrides=overrides,
+                                 announce=False)  # the plan line is printed above, once
         if ours:
             results = rd.write_eval(results, r.config, r.step)
     where = rd.eval_path if ours else None
     emit(results, args.json)
     if not args.json:
         if "factor_vae" in results:
-            print("factor_vae active dims: latents whose std over the data is at least the metric's prune threshold "
-                  "(not summary.json's active_dims_kl: mean KL > 0.1 nats)")
+            print(active_dims_line(results, rd.read_summary() if ours else None))
         print(f"written {where}" if where else "not written: not a run directory")
     return 0
+
+
+def active_dims_line(results: dict, summary: dict | None) -> str:
+    """Both counts of active latents side by side, each with its definition (docs/metrics.md,
+    "Two kinds of active dimensions"): they answer different questions and may disagree."""
+    fv = results["factor_vae"]
+    th = results.get("settings", {}).get("params", {}).get("factor_vae", {}).get("prune_threshold", 0.05)
+    line = (f"active dims: {fv.get('num_active_dims')} for the FactorVAE metric (std of the encoder means over the "
+            f"data >= {th:g}: the mean moves with the image)")
+    kl = (summary or {}).get("active_dims_kl")
+    if isinstance(kl, list):
+        total = len(summary.get("kl_per_dim") or []) or "?"
+        line += (f"; {len(kl)} of {total} by KL (summary.json active_dims_kl: mean KL(q(z_j|x) || p(z_j)) > "
+                 f"{summary.get('active_dims_kl_threshold', 0.1)} nats: the posterior differs from the prior). "
+                 "Both are right: a latent whose variance shrank while its mean barely moves counts for KL only")
+    return line

@@ -41,8 +41,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-#: steps timed (after 2 warm-up steps) for the expected-time line; skipped for shorter runs
-ESTIMATE_STEPS, ESTIMATE_MIN_REMAINING = 5, 500
+#: steps timed (after 2 warm-up steps) for the expected-time line; skipped for runs so short that
+#: timing them would cost a sizeable part of the run
+ESTIMATE_STEPS, ESTIMATE_MIN_REMAINING = 5, 50
 
 
 def pick_threads(cores: int | None = None, load: float | None = None) -> int:
@@ -56,17 +57,14 @@ def pick_threads(cores: int | None = None, load: float | None = None) -> int:
     return max(1, min(cores, int(cores - load + 0.5)))
 
 
-def expected_time(cfg: dict, dataset, start: int) -> str | None:
-    """One line: the step rate of a few steps of a throwaway copy of the model and the time
-    the remaining steps should take at that rate (None for short runs)."""
+def step_rate(cfg: dict, dataset) -> float:
+    """Training steps per second of a throwaway copy of ``cfg``'s model: ESTIMATE_STEPS steps
+    timed after 2 warm-up steps, on two batches of ``dataset``."""
     import torch
 
     from factorvae.runs import build_model, pick_device
 
     t = cfg["train"]
-    remaining = t["steps"] - start
-    if remaining < ESTIMATE_MIN_REMAINING:
-        return None
     device = pick_device(t["device"])
     model, _ = build_model(cfg, dataset.channels, device)
     model.train()
@@ -78,7 +76,19 @@ def expected_time(cfg: dict, dataset, start: int) -> str | None:
     t0 = time.perf_counter()
     for i in range(ESTIMATE_STEPS):
         model.train_step(batch[0], second, i)
-    rate = ESTIMATE_STEPS / (time.perf_counter() - t0)
+    return ESTIMATE_STEPS / (time.perf_counter() - t0)
+
+
+def expected_time(cfg: dict, dataset, start: int) -> str | None:
+    """One line: the step rate of a few steps of a throwaway copy of the model and the time
+    the remaining steps should take at that rate (None for runs too short to time)."""
+
+    import torch
+
+    remaining = cfg["train"]["steps"] - start
+    if remaining < ESTIMATE_MIN_REMAINING:
+        return None
+    rate = step_rate(cfg, dataset)
     secs = remaining / rate
     when = f"{secs:.0f} s" if secs < 90 else f"{secs / 60:.0f} min" if secs < 5400 else f"{secs / 3600:.1f} h"
     return (f"expect ~{when} for {remaining:,} steps: {rate:.2f} steps/s measured over {ESTIMATE_STEPS} steps "
@@ -125,7 +135,7 @@ def build_config(args) -> dict:
 
 
 #: what a resumed run may change; every other option must repeat the saved config
-RESUMABLE_KEYS = ("train.steps", "train.device", "train.loggers")
+RESUMABLE_KEYS = ("train.steps", "train.device", "train.loggers", "train.threads")  # threads: a machine key, picked on every start
 
 
 def _leaves(tree: dict, prefix: str = "") -> dict:
@@ -262,9 +272,15 @@ def print_summary(summary: dict) -> None:
     if summary.get("kl_per_dim") is not None:
         print(f"  KL per latent dim (nats): {summary['kl_per_dim']}")
         dims, th = summary["active_dims_kl"], summary["active_dims_kl_threshold"]
-        print(f"  active dims by KL (mean KL > {th} nats; summary.json active_dims_kl): {dims} "
-              f"({len(dims)} of {len(summary['kl_per_dim'])}); `factorvae eval` reports the FactorVAE metric's "
-              "own active dims (std over the data above its prune threshold)")
+        n = len(summary["kl_per_dim"])
+        print(f"  active dims by KL (mean KL(q(z_j|x) || p(z_j)) > {th} nats: the posterior differs from the prior): "
+              f"{len(dims)} of {n} {dims}")
+        std = summary.get("active_dims_std")
+        if std is not None:
+            print(f"  active dims by the FactorVAE metric's rule (std of the encoder means >= "
+                  f"{summary['active_dims_std_threshold']} over 1,024 images: the mean moves with the image): "
+                  f"{len(std)} of {n} {std}; both are right: a latent whose variance shrank while its mean barely "
+                  "moves counts for KL only (docs/metrics.md)")
     imgs = summary.get("images", {})
     if imgs.get("traversals"):
         print(f"  traversals: {imgs['traversals'][0]} (+{len(imgs['traversals']) - 1} more), {imgs.get('traversal_gif')}")

@@ -91,6 +91,90 @@ def _flatten(im):
     return im.convert("RGB")
 
 
+def square_64(im, channels: int | None) -> np.ndarray:
+    """One PIL image as the data sets store theirs: transparency on black, the largest centred
+    square, 64x64 Lanczos, greyscale (channels 1) or RGB; uint8 (64, 64) or (64, 64, 3)."""
+    im = _flatten(im)
+    w, h = im.size
+    m = min(w, h)
+    box = ((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m)
+    if m != w or m != h:
+        im = im.crop(box)  # (resize's own box= would blend in pixels from outside the square)
+    if im.size != (SIZE, SIZE):
+        im = im.resize((SIZE, SIZE), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if channels == 1:
+        im = im.convert("L")
+    elif channels == 3 or channels is None:
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8)
+
+
+def as_model_input(images, channels: int) -> np.ndarray:
+    """A user's images as a data set's: uint8 (N, channels, 64, 64). ``images``: a path (an
+    image file or a folder of them, read as ``build`` reads a folder), a PIL image, a numpy array
+    or torch tensor (uint8 0..255 or floats in [0, 1]; (H, W), (H, W, C), (C, H, W), (N, H, W),
+    (N, H, W, C) or (N, C, H, W) with C in 1, 3, 4), or a list of any of these."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise UserError("no images given")
+        return np.concatenate([as_model_input(x, channels) for x in images])
+    if isinstance(images, (str, os.PathLike)):
+        path = Path(images).expanduser()
+        if path.is_dir():
+            files = scan(path)[0]
+            if not files:
+                raise UserError(f"{path}: no image files in this folder")
+            return as_model_input(files, channels)
+        if not path.is_file():
+            raise UserError(f"{path}: no such image file or folder")
+        try:
+            return read_image(path, channels)[0][None]
+        except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for a bad file
+            raise UserError(f"{path}: not a readable image ({type(e).__name__})") from None
+    if isinstance(images, Image.Image):
+        return _chw(square_64(ImageOps.exif_transpose(images), channels))[None]
+    if hasattr(images, "detach") and hasattr(images, "cpu"):  # a torch tensor, without importing torch here
+        images = images.detach().cpu().numpy()
+    if not isinstance(images, np.ndarray):
+        raise UserError(f"images must be paths, PIL images, numpy arrays or tensors, got {type(images).__name__}")
+    return np.stack([_chw(square_64(Image.fromarray(a), channels)) for a in _hwc_list(images)])
+
+
+def _chw(a: np.ndarray) -> np.ndarray:
+    return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+def _hwc_list(a: np.ndarray) -> list[np.ndarray]:
+    """uint8 (H, W) or (H, W, C) images of an array in any of as_model_input's layouts."""
+    if a.dtype != np.uint8:
+        if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.bool_):
+            raise UserError(f"image arrays must be uint8 (0..255) or floats in [0, 1], got {a.dtype}")
+        a = a.astype(np.float64)
+        if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 1):
+            raise UserError("float image arrays must hold values in [0, 1] (uint8 for 0..255)")
+        a = np.rint(a * 255).astype(np.uint8)
+    chans = (1, 3, 4)
+    if a.ndim == 2:
+        return [a]
+    if a.ndim == 3:
+        if a.shape[-1] in chans and a.shape[0] not in chans:
+            return [_squeeze(a)]  # (H, W, C)
+        if a.shape[0] in chans and a.shape[-1] not in chans:
+            return [_squeeze(a.transpose(1, 2, 0))]  # (C, H, W)
+        return list(a)  # (N, H, W)
+    if a.ndim == 4:
+        if a.shape[1] in chans:
+            a = a.transpose(0, 2, 3, 1)  # (N, C, H, W)
+        elif a.shape[-1] not in chans:
+            raise UserError(f"cannot read images of shape {tuple(a.shape)}: channels (1, 3 or 4) must be axis 1 or last")
+        return [_squeeze(x) for x in a]
+    raise UserError(f"cannot read images of shape {tuple(a.shape)}: expected 2 to 4 dimensions")
+
+
+def _squeeze(a: np.ndarray) -> np.ndarray:
+    return a[..., 0] if a.shape[-1] == 1 else a
+
+
 def read_image(path: Path, channels: int | None) -> tuple[np.ndarray, bool]:
     """(image (C, 64, 64) uint8, whether it is greyscale) of one file; C = channels, or 3 in
     auto mode. Raises on an unreadable file."""
@@ -101,19 +185,7 @@ def read_image(path: Path, channels: int | None) -> tuple[np.ndarray, bool]:
             m = min(w, h)
             if m > 2 * 2 * SIZE:
                 im.draft(im.mode, (max(1, w * 2 * SIZE // m), max(1, h * 2 * SIZE // m)))
-        im = ImageOps.exif_transpose(im)
-        im = _flatten(im)
-        w, h = im.size
-        m = min(w, h)
-        box = ((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m)
-        if m != w or m != h:
-            im = im.crop(box)  # (resize's own box= would blend in pixels from outside the square)
-        im = im.resize((SIZE, SIZE), Image.Resampling.LANCZOS, reducing_gap=3.0)
-        if channels == 1:
-            im = im.convert("L")
-        elif channels == 3 or channels is None:
-            im = im.convert("RGB")
-        a = np.asarray(im, dtype=np.uint8)
+        a = square_64(ImageOps.exif_transpose(im), channels)
     if a.ndim == 2:
         return a[None], True
     a = np.ascontiguousarray(a.transpose(2, 0, 1))

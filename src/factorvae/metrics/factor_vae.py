@@ -22,6 +22,10 @@ Differences from disentanglement_lib 1.5, all of them fixes:
 - with its function default ``threshold=0`` a constant dimension gives 0/0 = NaN and
   np.argmin returns the first NaN, so a dead dimension wins every vote; here a dimension
   with zero variance is always pruned, whatever the threshold.
+- with no active dimension dlib scores 0.0 (never reached in its own study); here the metric is
+  unscorable: the accuracies are None and ``unscorable`` says why. 0.0 would read as "the worst
+  possible representation" when it only means no latent passed the pruning rule (e.g. means
+  that barely move while the posterior variances carry the KL).
 """
 
 from __future__ import annotations
@@ -106,7 +110,9 @@ def factor_vae(codes: Codes, rng: np.random.Generator, batch_size: int = 64, num
     base = {"num_active_dims": int(active.sum()), "active_dims": np.flatnonzero(active).tolist(),
             "global_std": np.sqrt(variances).tolist()}
     if not active.any():
-        return {"train_accuracy": 0.0, "eval_accuracy": 0.0, **base, "votes_train": None, "votes_eval": None,
+        reason = (f"no active dimensions: the std of every latent's encoder mean over the data is below "
+                  f"prune_threshold {prune_threshold:g}")
+        return {"train_accuracy": None, "eval_accuracy": None, "unscorable": reason, **base, "votes_train": None, "votes_eval": None,
                 "latent_factor": [None] * D, "factor_latents": {n: [] for n in grid.names}}
     train_votes = votes(codes, rng, batch_size, num_train, variances, active)
     classifier = majority_vote(train_votes)

@@ -5,6 +5,8 @@ Draw ``num_train`` grid points; discretise each code dimension into ``num_bins``
 bins over its observed range (``np.histogram`` edges, ``np.digitize`` against the left
 edges); I[j, k] = discrete mutual information (nats) between code j and factor k;
 H_k = entropy of factor k in the sample. MIG = mean_k (largest I[:, k] - second largest) / H_k.
+A factor that shows one value in the sample (H_k = 0) has no gap; when no factor has one the
+score is None with ``unscorable`` saying why (dlib divides by zero), never 0.
 
 (Chen et al.'s own MIG uses sampled z and a mixture estimate of q(z_j); that is a different
 estimator: see disentanglement_lib's mig.py.)
@@ -68,9 +70,15 @@ def mig(codes: Codes, rng: np.random.Generator, num_train: int = 10000, num_bins
     second = top[1] if len(top) > 1 else np.zeros(m.shape[1])
     with np.errstate(invalid="ignore", divide="ignore"):
         gap = np.where(h > 0, (top[0] - second) / h, np.nan)
-    return {
-        "discrete_mig": float(np.nanmean(gap)) if np.isfinite(gap).any() else 0.0,
+    out = {
+        "discrete_mig": float(np.nanmean(gap)) if np.isfinite(gap).any() else None,
         "gap_per_factor": dict(zip(codes.grid.names, [None if np.isnan(g) else float(g) for g in gap])),
         "mutual_info": m.tolist(),
         "factor_entropy": h.tolist(),
+        # labels of mutual_info's rows (latents) and columns (factors)
+        "mutual_info_latents": [f"z{j}" for j in range(m.shape[0])],
+        "mutual_info_factors": list(codes.grid.names),
     }
+    if out["discrete_mig"] is None:
+        out["unscorable"] = f"every factor shows a single value in the {num_train} sampled points (entropy 0)"
+    return out

@@ -220,6 +220,8 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
         "seed": seed,
         "params": {n: params[n] for n in names},
         "factors": list(codes.grid.names),
+        # labels of every latent x factor matrix (mig's mutual_info, dci's importance_matrix, sap's score_matrix)
+        "latents": [f"z{j}" for j in range(codes.num_codes)],
         "factor_sizes": list(codes.grid.sizes),
         "dropped_factors": codes.dropped_factors,
         "num_codes": codes.num_codes,
@@ -235,13 +237,14 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
 
 
 def evaluate_model(model, dataset, preset: str = "fast", seed: int = 0, metrics=None, batch_size: int = 256,
-                   progress: bool = False, overrides: dict[str, dict] | None = None) -> dict:
+                   progress: bool = False, overrides: dict[str, dict] | None = None, announce: bool = True) -> dict:
     """Score a model's representation (``model.representation``: encoder means for VAEs) on
     the data set's factor grid; what ``train --eval-every`` and ``factorvae eval`` call. With
-    ``progress``, first prints what it will do (``plan.describe``) to stderr."""
+    ``progress`` (and ``announce``: False where the caller printed it already), first prints
+    what it will do (``plan.describe``) to stderr."""
     grid = require_grid(dataset)
     parse_metrics(metrics), preset_params(preset), check_overrides(overrides)  # fail before encoding
-    if progress:  # what it will do and cost, before the minutes start (`factorvae eval`)
+    if progress and announce:  # what it will do and cost, before the minutes start
         from factorvae.metrics.plan import describe, format_plan  # local: plan imports this module
 
         plan = describe(preset, metrics, grid=grid, overrides=overrides, channels=getattr(dataset, "channels", 1))
@@ -308,7 +311,15 @@ def sample_warnings(results: dict) -> list[str]:
 
 
 def headline(results: dict) -> dict[str, float]:
-    return {m: results[m][HEADLINE[m]] for m in METRICS if m in results}
+    """{metric: headline value} of the metrics that could score (an unscorable one is None)."""
+    return {m: results[m][HEADLINE[m]] for m in METRICS if m in results and results[m].get(HEADLINE[m]) is not None}
+
+
+def not_scored(value, result: dict) -> str:
+    """A value for a table: "n/a (reason)" for a metric that could not score, else ''."""
+    if value is None and isinstance(result, dict) and result.get("unscorable"):
+        return f"n/a ({result['unscorable']})"
+    return ""
 
 
 def format_table(results: dict) -> str:
@@ -321,9 +332,10 @@ def format_table(results: dict) -> str:
             continue
         for i, k in enumerate(REPORTED[m]):
             v = results[m].get(k)
-            val = f"{v:.4f}" if isinstance(v, float) else str(v)
+            val = f"{v:.4f}" if isinstance(v, float) else ("n/a" if not_scored(v, results[m]) else str(v))
             t = f"{seconds[m]:7.1f}s" if i == 0 and m in seconds else ""
             lines.append(f"{m + '.' + k:<{width}}  {val:>8}  {t}")
+    lines += [f"{m}: {not_scored(None, results[m])}" for m in METRICS if not_scored(None, results.get(m))]
     fv = results.get("factor_vae")
     if fv and fv.get("latent_factor"):
         lines.append("factor_vae: latent -> factor  " + ", ".join(

@@ -24,7 +24,7 @@ from factorvae.io import atomic_write_text, read_json
 from factorvae.report.document import Doc
 from factorvae.report.output import Staging
 from factorvae.report.study import section as study_section
-from factorvae.report.stats import (NICE, PAPER_NOTE, PALETTE, PRIMARY, RECON_OUTLIER, SECONDARY, _num,
+from factorvae.report.stats import (ALPHA, MIN_SEEDS, NICE, PAPER_NOTE, PALETTE, PRIMARY, RECON_OUTLIER, SECONDARY, _num,
                                     compare_methods, correlations, flag_trials, hyperparameters, latent_factors,
                                     main_score_columns, mean_curve, read_curves, settings_table, spearman_matrix)
 from factorvae.runs import RunDir
@@ -161,15 +161,24 @@ def _comparison(rep: _Report, tolerance: float) -> dict | None:
     doc, metric = rep.doc, rep.metric
     doc.h(2, "Does FactorVAE beat β-VAE at similar reconstruction?")
     cmp_ = compare_methods(rep.groups, metric, tolerance) if metric else None
+    unscored = [g["label"] for g in rep.groups if metric and g.get(f"{metric}:unscorable")]
     if cmp_:
         answer = verdict_answer(cmp_)
-        doc.p(f"{ {'yes': 'Yes', 'mixed': 'Partly', 'no': 'No'}[answer]}: {cmp_['verdict']}", f"verdict {answer}")
-        doc.table(["FactorVAE", "metric", "recon", "β-VAE rival", "metric", "recon", "Δ metric", "rival kind"],
+        doc.p(f"{ANSWER[answer]}: {cmp_['verdict']}", f"verdict {answer}")
+        doc.table(["FactorVAE", "metric", "recon", "β-VAE rival", "metric", "recon", "Δ metric", "rival kind",
+                   "outcome"],
                   [[ln["factorvae"], _msd(ln["f_metric"], ln["f_std"]), f"{ln['f_recon']:.1f}", ln["betavae"],
-                    _msd(ln["b_metric"], ln["b_std"]), f"{ln['b_recon']:.1f}", f"{ln['delta']:+.3f}", ln["kind"]]
-                   for ln in cmp_["lines"]])
+                    _msd(ln["b_metric"], ln["b_std"]), f"{ln['b_recon']:.1f}", f"{ln['delta']:+.3f}", ln["kind"],
+                    f"{ln['outcome']} ({ln['why']})"] for ln in cmp_["lines"]])
+    elif unscored:
+        doc.p(f"Inconclusive: {NICE.get(metric, metric)} could not score seeds of {', '.join(unscored)} "
+              f"({_unscorable_text(rep.groups, metric)}).", "verdict inconclusive")
+    if cmp_ or unscored:
         doc.p(f"Metric: {NICE.get(metric, metric)}; rivals are β-VAE settings whose mean reconstruction error is at "
-              f"most {100 * tolerance:.0f}% above the FactorVAE setting's. Means ± std over finished seeds.", "note")
+              f"most {100 * tolerance:.0f}% above the FactorVAE setting's. Means ± std over finished seeds. "
+              f"A comparison is inconclusive with fewer than {MIN_SEEDS} scored seeds on either side, when a seed "
+              f"could not be scored or the FactorVAE metric found 0 active dims, or when Welch's t-test (unequal "
+              f"variances) gives p ≥ {ALPHA:g}.", "note")
     else:
         doc.p("Not available: needs finished FactorVAE and β-VAE trials with a metric and a reconstruction error.",
               "note")
@@ -177,10 +186,22 @@ def _comparison(rep: _Report, tolerance: float) -> dict | None:
     return cmp_
 
 
+ANSWER = {"yes": "Yes", "mixed": "Partly", "no": "No", "inconclusive": "Inconclusive"}
+
+
 def verdict_answer(cmp_: dict) -> str:
     """The verdict box's class and colour: yes (every FactorVAE setting beats its β-VAE rivals,
-    green), mixed (some, amber), no (none, red)."""
-    return "yes" if cmp_["wins"] == cmp_["total"] else ("no" if cmp_["wins"] == 0 else "mixed")
+    green), no (every one loses, red), inconclusive (no comparison is decided: stats.judge,
+    grey), mixed (the rest, amber)."""
+    wins, total, open_ = cmp_["wins"], cmp_["total"], cmp_.get("inconclusive", 0)
+    if open_ == total:
+        return "inconclusive"
+    return "yes" if wins == total else ("no" if wins == 0 and not open_ else "mixed")
+
+
+def _unscorable_text(groups: list[dict], metric: str) -> str:
+    """The distinct reasons a metric could not score, for a table cell or a sentence."""
+    return "; ".join(dict.fromkeys(r for g in groups for r in g.get(f"{metric}:unscorable") or []))
 
 
 def _settings(rep: _Report) -> None:
@@ -194,7 +215,7 @@ def _settings(rep: _Report) -> None:
         if g.get("log_px_k") and lp != "–":
             lp += f" (K={g['log_px_k']})"
         seeds = f"{g['n']}/{g['total']}" + (f" ({g['flagged']} flagged)" if g.get("flagged") else "")
-        table.append([g["method"], g["label"], seeds] + [_pm(g, m) for m in rep.metrics]
+        table.append([g["method"], g["label"], seeds] + [_pm_scored(g, m) for m in rep.metrics]
                      + [_pm(g, "recon", 1), _pm(g, "analysis.true_tc", 2), _pm(g, "final.tc", 2), lp,
                         _pm(g, "active_dims", 1)])
     doc.table(heads, table)
@@ -339,7 +360,8 @@ def _traversals(rep: _Report, max_traversals: int) -> None:
                    + ", ".join(f"z{j} {f or '–'}" for j, f in enumerate(factors)) + "." if factors else "")
         rep.figure(dst, f"{g['method_label']} {g['label']}, seed {best.get('seed')} ({score}recon "
                         f"{_fmt(_num(best.get('recon')), 4)}): rows = latent dims (left: their KL in nats), "
-                        f"columns = value from -2 to 2.{mapping}")
+                        f"columns = value from -2 to 2 (first column, in sheets drawn since issue 24: the input "
+                        f"image).{mapping}")
         if (images / "reconstructions.png").exists():
             rdst = rep.img / f"reconstructions_{_slug(best['trial_id'])}.png"
             shutil.copyfile(images / "reconstructions.png", rdst)
@@ -356,12 +378,17 @@ def _all_trials(rep: _Report) -> None:
     cols = list(dict.fromkeys(c for c in (rep.metric, SECONDARY, *rep.scores, "recon", "analysis.true_tc",
                                           "analysis.log_px", "active_dims") if c))
     units = {"recon": " (nats)", "analysis.true_tc": " (nats)", "analysis.log_px": " (nats)"}
+    phases = ["train_seconds", "metrics_seconds", "analysis_seconds"]
     doc.table(["trial", "setting", "seed", "status"] + [NICE.get(c, c) + units.get(c, "") for c in cols]
-              + ["training time (s)", "flagged"],
+              + ["train (s)", "metrics (s)", "analyses (s)", "flagged"],
               [[r["trial_id"], r.get("setting") or "–", _fmt(r.get("seed")), r["status"]]
-               + [_fmt(_num(r.get(c)), 4) for c in cols] + [_fmt(_num(r.get("seconds")), 4),
-                                                            "; ".join(rep.flags.get(r["trial_id"], [])) or ""]
+               + [_cell(r, c) for c in cols] + [_fmt(_num(r.get(c)), 4) for c in phases]
+               + ["; ".join(rep.flags.get(r["trial_id"], [])) or ""]
                for r in rep.rows[:1000]])
+    doc.p("train / metrics / analyses: wall seconds of each phase of a trial (analyses: reconstruction error, "
+          "true TC, log p(x)); a trial trained over several attempts adds them up, one trained in a group shows the "
+          "group's training time; n/a: the metric could not "
+          "score (the reason is given), which is not a score of 0.", "note")
     doc.p(f"Full table (every config value and metric as a column): {rep.sweep_dir / 'results.csv'} and "
           f"{rep.sweep_dir / 'results.parquet'}.", "note")
 
@@ -385,6 +412,22 @@ def _pm(g: dict, col: str, digits: int = 3) -> str:
     if not s:
         return f"{m:.{digits}f}"
     return f"{m:.{digits}f} ± {s:.{digits}f}" if s >= 10**-digits else f"{m:.{digits}f} ± {s:.1g}"
+
+
+def _cell(r: dict, col: str) -> str:
+    """One trial's value, or "n/a (reason)" where its metric could not score."""
+    if _num(r.get(col)) is None and r.get(col.split(".")[0] + ".unscorable"):
+        return f"n/a ({r[col.split('.')[0] + '.unscorable']})"
+    return _fmt(_num(r.get(col)), 4)
+
+
+def _pm_scored(g: dict, col: str) -> str:
+    """mean ± std, with "n/a (reason)" for seeds whose metric could not score (never a 0)."""
+    reasons = g.get(f"{col}:unscorable") or []
+    if not reasons:
+        return _pm(g, col)
+    na = f"n/a ({reasons[0]})" if len(reasons) == len(g["finished"]) else f"{len(reasons)} seed(s) n/a ({reasons[0]})"
+    return na if g.get(f"{col}:mean") is None else f"{_pm(g, col)}; {na}"
 
 
 def _msd(m, s) -> str:

@@ -35,13 +35,13 @@ class Doc:
     def html(self, title: str) -> str:
         parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
                  "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
-                 "color:#222}table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;"
-                 "padding:3px 7px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
+                 "color:#222}table{border-collapse:collapse;margin:1em 0;font-size:13px;max-width:100%}td,th{border:1px solid #ccc;"
+                 "padding:3px 5px;text-align:right;overflow-wrap:anywhere}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
                  "figure{display:inline-block;margin:0.5em;vertical-align:top}figcaption{font-size:12px;color:#555;"
                  "max-width:640px}img{max-width:100%}.note{color:#666;font-size:13px}.verdict{font-size:16px;"
                  "background:#eef6ee;padding:0.6em;border-left:4px solid #4a4}.warn{background:#fff4e5;padding:0.5em;"
                  "border-left:4px solid #e90}.verdict.yes{background:#e6f4e6;border-color:#2a2}"
-                 ".verdict.mixed{background:#fff4e0;border-color:#e90}.verdict.no{background:#fbe9e9;border-color:#c33}"
+                 ".verdict.mixed{background:#fff4e0;border-color:#e90}.verdict.no{background:#fbe9e9;border-color:#c33}.verdict.inconclusive{background:#f0f0f0;border-color:#888}"
                  "pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}</style></head><body>"]
         for b in self.blocks:
             if b[0] == "h":

@@ -40,6 +40,10 @@ RECON_OUTLIER = 1.5
 NOT_HYPERPARAMETERS = {"train.seed", "train.device", "train.threads", "train.loggers", "data.cache_dir",
                        "data.path", "train.log_every", "train.ckpt_every", "train.image_every"}
 BETA_FAMILY = ("betavae", "vae")
+#: the verdict needs this many finished seeds per setting before it says yes or no
+MIN_SEEDS = 3
+#: significance level of the verdict's test (Welch's two-sample t-test, unequal variances)
+ALPHA = 0.05
 PAPER_NOTE = ("Paper (2D Shapes, 3e5 steps, 10 seeds; Kim & Mnih 2018, §6): FactorVAE γ=40 → metric ≈ 0.82, β-VAE β=4 → ≈ 0.73, "
               "reconstruction error ≈ 45; FactorVAE/Higgins metric correlation: Pearson 0.404, Kendall 0.310, "
               "Spearman 0.444. 3D Shapes (1e6 steps): recon 3515 at γ=36 vs 3570 at β=24 with similar metric.")
@@ -104,11 +108,20 @@ def settings_table(rows: list[dict], metrics: list[str], flags: dict | None = No
         for col in metrics + ["recon", "analysis.true_tc", "final.tc", "analysis.log_px", "active_dims"]:
             m, s, n = _mean_std(r.get(col) for r in done)
             g[f"{col}:mean"], g[f"{col}:std"], g[f"{col}:n"] = m, s, n
+            g[f"{col}:unscorable"] = unscorable_reasons(done, col)
+        g["zero_active_metric_dims"] = sum(_num(r.get("factor_vae.num_active_dims")) == 0 for r in done)
         ks = {r.get("analysis.log_px_k") for r in done if r.get("analysis.log_px_k") is not None}
         g["log_px_k"] = ", ".join(str(k) for k in sorted(ks)) if ks else None
         out.append(g)
     out.sort(key=lambda g: (g["method"], g["order"] if g["order"] is not None else math.inf, g["setting"]))
     return out
+
+
+def unscorable_reasons(rows: list[dict], col: str) -> list[str]:
+    """The reasons (``<metric>.unscorable``, metrics/factor_vae.py, mig.py) of the rows whose
+    ``col`` is missing because the metric could not score: never counted as 0."""
+    key = col.split(".")[0] + ".unscorable"
+    return [str(r[key]) for r in rows if _num(r.get(col)) is None and r.get(key)]
 
 
 def flag_trials(rows: list[dict]) -> dict[str, list[str]]:
@@ -177,7 +190,8 @@ def compare_methods(groups: list[dict], metric: str, tolerance: float = 0.1) -> 
     β-VAE settings that reconstruct at least about as well (recon <= recon_f·(1 + tolerance))
     are its fair rivals (worse-reconstructing β-VAEs buy their metric with reconstruction, the
     paper's point). f beats β-VAE when its mean metric exceeds every rival's; with no rival, the
-    β-VAE setting closest in reconstruction error is shown instead."""
+    β-VAE setting closest in reconstruction error is shown instead. Each line's ``outcome``
+    (``judge``) is beats, loses or inconclusive; ``wins`` counts the lines that beat."""
     fv = [g for g in groups if g["method"] == "factorvae" and g.get(f"{metric}:mean") is not None
           and g.get("recon:mean") is not None]
     bv = [g for g in groups if g["method"] in BETA_FAMILY and g.get(f"{metric}:mean") is not None
@@ -195,24 +209,53 @@ def compare_methods(groups: list[dict], metric: str, tolerance: float = 0.1) -> 
             kind = "closest (reconstructs worse)"
         d = f[f"{metric}:mean"] - best[f"{metric}:mean"]
         spread = math.sqrt((f.get(f"{metric}:std") or 0) ** 2 + (best.get(f"{metric}:std") or 0) ** 2)
-        lines.append({
+        outcome, why, p = judge(f, best, metric, bool(rivals))
+        lines.append({"outcome": outcome, "why": why, "p": p,
             "factorvae": f["label"], "f_metric": f[f"{metric}:mean"], "f_std": f.get(f"{metric}:std"),
             "f_recon": f["recon:mean"], "betavae": best["label"], "b_metric": best[f"{metric}:mean"],
             "b_std": best.get(f"{metric}:std"), "b_recon": best["recon:mean"], "kind": kind, "delta": d,
             "beats": bool(rivals) and d > 0 or (not rivals and d > 0), "clear": d > spread and d > 0 and min(f["n"], best["n"]) >= 2,
             "n": min(f["n"], best["n"]),
         })
-    wins = sum(r["beats"] for r in lines)
+    wins = sum(r["outcome"] == "beats" for r in lines)
+    open_ = [r for r in lines if r["outcome"] == "inconclusive"]
     clear = sum(r["clear"] for r in lines)
     best_f = max(fv, key=lambda g: g[f"{metric}:mean"])
     best_b = max(bv, key=lambda g: g[f"{metric}:mean"])
     verdict = (f"FactorVAE beats β-VAE at similar or better reconstruction in {wins} of {len(lines)} FactorVAE "
-               f"setting(s) ({clear} by more than one combined std over ≥ 2 seeds). "
+               f"setting(s) (≥ {MIN_SEEDS} seeds each, Welch's t-test p < {ALPHA:g}); "
+               f"{len(open_)} inconclusive"
+               + (" (" + "; ".join(f"{r['factorvae']}: {r['why']}" for r in open_) + ")" if open_ else "") + ". "
                f"Best FactorVAE: {best_f['label']} metric {best_f[f'{metric}:mean']:.3f} at recon "
                f"{best_f['recon:mean']:.1f}; best β-VAE: {best_b['label']} metric {best_b[f'{metric}:mean']:.3f} "
                f"at recon {best_b['recon:mean']:.1f}.")
     return {"lines": lines, "wins": wins, "clear": clear, "total": len(lines), "verdict": verdict,
-            "tolerance": tolerance}
+            "inconclusive": len(open_), "tolerance": tolerance}
+
+
+def judge(f: dict, b: dict, metric: str, fair: bool) -> tuple[str, str, float | None]:
+    """(outcome, why, p) of FactorVAE setting ``f`` against β-VAE setting ``b``: "inconclusive"
+    with fewer than MIN_SEEDS finished seeds on either side, when a seed's score is unscorable
+    or comes from zero active dimensions (the FactorVAE metric's pruning left nothing to vote:
+    not a worse model), when ``b`` is no fair rival (it reconstructs worse), or when Welch's
+    t-test cannot reject equal means at ALPHA; else "beats" or "loses"."""
+    n = min(f.get(f"{metric}:n") or 0, b.get(f"{metric}:n") or 0, f["n"], b["n"])
+    bad = [g["label"] for g in (f, b) if g.get(f"{metric}:unscorable")]
+    zero = [g["label"] for g in (f, b) if metric.startswith("factor_vae.") and g.get("zero_active_metric_dims")]
+    if bad or zero:
+        return "inconclusive", f"a seed of {', '.join(dict.fromkeys(bad + zero))} has no score or 0 active dims", None
+    if n < MIN_SEEDS:
+        return "inconclusive", f"{n} seed(s) with a score; the verdict needs {MIN_SEEDS}", None
+    m1, s1, m2, s2 = f[f"{metric}:mean"], f[f"{metric}:std"] or 0.0, b[f"{metric}:mean"], b[f"{metric}:std"] or 0.0
+    if s1 == 0 and s2 == 0:
+        p = 0.0 if m1 != m2 else 1.0  # no spread: any difference is exact
+    else:
+        p = float(stats.ttest_ind_from_stats(m1, s1, f[f"{metric}:n"], m2, s2, b[f"{metric}:n"], equal_var=False)[1])
+    if p >= ALPHA:
+        return "inconclusive", f"difference within the seeds' spread (Welch's t-test p = {p:.2g})", p
+    if not fair and m1 < m2:  # a β-VAE that reconstructs worse may buy its metric with it
+        return "inconclusive", "only β-VAEs that reconstruct worse to compare with", p
+    return ("beats" if m1 > m2 else "loses"), f"Welch's t-test p = {p:.2g}", p
 
 
 def correlations(rows: list[dict], a: str, b: str) -> dict | None:

@@ -10,6 +10,7 @@ spec gives new trials and never silently reuses old results.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import math
@@ -39,6 +40,13 @@ EVAL_DEFAULTS: dict = {
     # also score sampled codes z ~ q(z|x) (dlib's postprocess "sampled"), as eval.json's "sampled"
     "sampled": False,
 }
+#: ``eval: {analyses: quick}``: the analyses in seconds instead of minutes on dSprites (README,
+#: "What a sweep costs"): true TC over a random subset of 10,000 images (an under-estimate of the
+#: exact value by 0 to ~1 nat, benchmarks/true_tc_bias.py), 2,000 images of reconstruction error,
+#: log p(x) with K = 10. ``analyses: exact`` (the default) keeps EVAL_DEFAULTS, the paper's.
+QUICK_ANALYSES: dict = {"recon_images": 2000, "true_tc": {"samples": 1000, "data": 10000},
+                        "log_likelihood": {"images": 256, "samples": 10}}
+ANALYSES = ("exact", "quick")
 #: keys that describe the machine, not the experiment: left out of the trial hash
 #: the most trials one spec may expand to (a paper sweep has hundreds): counted before expanding,
 #: so a grid of millions is refused at once instead of resolving configs for minutes
@@ -226,7 +234,15 @@ def resolve_eval(value) -> dict:
         return ev
     if not isinstance(value, dict):
         raise UserError(f"eval must be a mapping, got {type(value).__name__}")
-    check_keys("eval option", value, ev)
+    value = dict(value)
+    analyses = value.pop("analyses", "exact")
+    if analyses not in ANALYSES:
+        close = difflib.get_close_matches(str(analyses), ANALYSES, n=1)
+        raise UserError(f"eval.analyses must be one of {', '.join(ANALYSES)}, got {analyses!r}"
+                        + (f" (did you mean {close[0]}?)" if close else ""))
+    if analyses == "quick":  # explicit keys beside it still win
+        ev.update(copy.deepcopy(QUICK_ANALYSES))
+    check_keys("eval option", value, [*ev, "analyses"])
     for k, v in value.items():
         if k in ("true_tc", "log_likelihood"):
             if v in (None, False):

@@ -31,7 +31,7 @@ def flatten(tree, prefix: str = "") -> dict:
 
 
 LEAD_COLUMNS = ["trial_id", "status", "detail", "setting", "method", "dataset", "seed", "params", "step", "steps",
-                "seconds", "recon", "dir"]
+                "seconds", "train_seconds", "metrics_seconds", "analysis_seconds", "recon", "dir"]
 
 
 def trial_row(d: Path, trial: Trial | None = None) -> dict:
@@ -50,6 +50,9 @@ def trial_row(d: Path, trial: Trial | None = None) -> dict:
     own = read_json(d / "trial.json")
     if isinstance(own, dict):
         row["seconds"] = round(sum(a.get("seconds", 0) or 0 for a in own.get("attempts", [])), 1)
+        trained = [a["train_seconds"] for a in own.get("attempts", []) if isinstance(a.get("train_seconds"), (int, float))]
+        if trained:
+            row["train_seconds"] = round(sum(trained), 1)
     row.update(flatten(t.get("config") or {}))
     for k, v in (t.get("params") or {}).items():
         row[k] = v if not isinstance(v, (list, dict)) else json.dumps(v)
@@ -69,8 +72,21 @@ def trial_row(d: Path, trial: Trial | None = None) -> dict:
     an = read_json(d / "analysis.json")
     if isinstance(an, dict):
         row.update(flatten({k: v for k, v in an.items() if k not in ("eval", "eval_hash", "seconds")}, "analysis."))
+        row.update(phase_seconds(an.get("seconds")))
     row["recon"] = row.get("analysis.recon", row.get("final.recon"))
     return row
+
+
+def phase_seconds(seconds) -> dict:
+    """``metrics_seconds`` and ``analysis_seconds`` (plus one ``analysis_seconds.<name>`` per
+    analysis) from analysis.json's ``seconds``: each phase of a trial in its own column."""
+    if not isinstance(seconds, dict):
+        return {}
+    out = {f"{k}_seconds": v for k, v in seconds.items() if k in ("metrics", "analysis") and isinstance(v, (int, float))}
+    for k, v in (seconds.get("analyses") or {}).items():
+        if isinstance(v, (int, float)):
+            out[f"analysis_seconds.{k}"] = v
+    return out
 
 
 def aggregate(out: str | Path, sweep: Sweep | None = None, write: bool = True) -> list[dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -19,6 +20,7 @@ from factorvae.io import Busy, atomic_write_json
 from factorvae.loggers import log_scores
 from factorvae.methods.base import GaussianVAEBase, reparameterize
 from factorvae.metrics.likelihood import estimate_log_likelihood
+from factorvae.metrics.plan import describe, duration, format_plan
 from factorvae.metrics.recon import reconstruction_error
 from factorvae.metrics.suite import evaluate_model, headline
 from factorvae.metrics.tc import model_total_correlation
@@ -28,6 +30,39 @@ from factorvae.sweep.trialdir import TrialState, inspect_trial, quarantine, writ
 from factorvae.trainer import train
 
 _DATASETS: dict = {}
+
+#: CPU seconds per unit of each analysis: per image encoded, per TC sample x mixture image, per
+#: reconstructed image, per image x importance sample (benchmarks/analysis_cost.py: the paper's
+#: dSprites networks, 1 thread, CPU time measured at load average 6.4 on the 2-core machine).
+ANALYSIS_COST = {"encode": 4.3e-4, "tc_pair": 8.7e-8, "recon": 9.3e-4, "log_px": 3.3e-4}
+
+
+def analysis_cost(ev: dict, num_images: int) -> dict:
+    """{analysis: {"what", "seconds"}} for a trial's eval settings (``Trial.eval``) on a data
+    set of ``num_images``: what each analysis does and its expected CPU seconds (ANALYSIS_COST)."""
+    c, out = ANALYSIS_COST, {}
+    if ev.get("recon_images"):
+        n = min(ev["recon_images"], num_images)
+        out["recon"] = {"what": f"reconstruction error of {n:,} images", "seconds": n * c["recon"]}
+    if ev.get("true_tc"):
+        m = num_images if ev["true_tc"]["data"] <= 0 else min(ev["true_tc"]["data"], num_images)
+        s = min(ev["true_tc"]["samples"], m)
+        exact = "the exact mixture of all" if m == num_images else "a subset of"
+        out["true_tc"] = {"what": f"true TC, {s:,} samples over {exact} {m:,} images",
+                          "seconds": m * c["encode"] + s * m * c["tc_pair"]}
+    ll = ev.get("log_likelihood")
+    if ll and ll["images"] and ll["samples"]:
+        n = min(ll["images"], num_images)
+        out["log_px"] = {"what": f"log p(x) of {n:,} images, K = {ll['samples']}",
+                         "seconds": n * ll["samples"] * c["log_px"]}
+    return out
+
+
+def _phase_log(trial_id: str):
+    """One line per phase of a trial on stderr (worker processes share the driver's)."""
+    def log(line: str) -> None:
+        print(f"  [{trial_id}] {line}", file=sys.stderr, flush=True)
+    return log
 
 
 def _load_dataset(cfg: dict):
@@ -90,13 +125,18 @@ def _run_trial_locked(trial: Trial, d: Path, threads: int, progress: bool, score
         attempt["from_step"] = state.step if state.checkpoint_ok else 0
         write_trial_json(d, trial, attempt)
         dataset = _load_dataset(cfg)
+        log = _phase_log(trial.id)
         if state.status != "trained":
             resume = state.checkpoint_ok
             result["action"] = f"resumed from step {state.step}" if resume else "trained"
+            log(f"training {cfg['train']['steps'] - (state.step if resume else 0):,} steps"
+                + (f" from step {state.step}" if resume else ""))
+            t_train = time.time()
             _train(cfg, d, resume, progress, dataset)
+            attempt["train_seconds"] = round(time.time() - t_train, 2)
         else:
             result["action"] = "evaluated"
-        evaluate_trial(d, trial, dataset, scores)
+        evaluate_trial(d, trial, dataset, scores, log=log)
         result["status"] = "finished"
     except KeyboardInterrupt:
         raise
@@ -149,7 +189,7 @@ def run_group(trials: list[Trial], trial_dirs: list[str], threads: int = 0, prog
                 members.append((trial, d, state))
         if len(members) > 1:
             ids = [t.id for t, _, _ in members]
-            cfgs, resumes = [], []
+            cfgs, resumes, attempts = [], [], []
             for trial, d, state in members:
                 d.mkdir(parents=True, exist_ok=True)
                 (d / "error.txt").unlink(missing_ok=True)
@@ -158,12 +198,16 @@ def run_group(trials: list[Trial], trial_dirs: list[str], threads: int = 0, prog
                            "host": os.uname().nodename, "pid": os.getpid(), "group": ids,
                            "from_status": state.status, "from_step": state.step if state.checkpoint_ok else 0}
                 write_trial_json(d, trial, attempt)
+                attempts.append(attempt)
                 cfg = copy.deepcopy(trial.config)
                 cfg["train"]["threads"] = threads
                 cfgs.append(cfg)
                 resumes.append(state.checkpoint_ok)
             try:
+                t_train = time.time()
                 summaries = _train_group(cfgs, [d for _, d, _ in members], resumes, progress, _load_dataset(cfgs[0]))
+                for (trial, d, _), attempt in zip(members, attempts):  # the group's time: its members trained together
+                    write_trial_json(d, trial, {**attempt, "train_seconds": round(time.time() - t_train, 2)})
             except KeyboardInterrupt:
                 raise
             except BaseException:  # noqa: BLE001 - the group's trials fail; the sweep goes on
@@ -232,15 +276,19 @@ class SampledCodes(nn.Module):
         return reparameterize(mean, logvar, self.generator)
 
 
-def evaluate_trial(d: Path, trial: Trial, dataset, scores: dict | None = None) -> dict:
+def evaluate_trial(d: Path, trial: Trial, dataset, scores: dict | None = None, log=None) -> dict:
     """Metric suite -> eval.json; reconstruction error, true TC and log p(x) -> analysis.json
-    (written last, with the eval hash: its presence marks the trial finished)."""
+    (written last, with the eval hash: its presence marks the trial finished). ``log`` gets one
+    line before each phase (what it does, its expected cost) and one with the phases' times."""
+    log = log or (lambda line: None)
     ev = trial.eval
     run = load_run(d, device=trial.config["train"]["device"], load_data=False)
     model = run.model
     dataset.to(next(model.parameters()).device)
     t0 = time.time()
     if scores is None and ev["metrics"] != [] and dataset.grid is not None:
+        plan = describe(ev["preset"], ev["metrics"], grid=dataset.grid, channels=dataset.channels)
+        log(f"metrics: {format_plan(plan)}")
         scores = evaluate_model(model, dataset, preset=ev["preset"], seed=ev["seed"], metrics=ev["metrics"])
     scores = scores or {}
     if ev.get("sampled") and ev["metrics"] != [] and dataset.grid is not None and isinstance(model, GaussianVAEBase):
@@ -254,16 +302,27 @@ def evaluate_trial(d: Path, trial: Trial, dataset, scores: dict | None = None) -
     if not isinstance(model, GaussianVAEBase):  # the analyses need q(z|x) Gaussian and p(x|z) Bernoulli
         analysis["note"] = f"no reconstruction / TC / log p(x) analysis for model {model.name!r}"
         ev = {**ev, "recon_images": 0, "true_tc": None, "log_likelihood": None}
+    took: dict[str, float] = {}
+    costs = analysis_cost(ev, len(dataset))
+
+    def timed(name: str, fn):
+        log(f"{name}: {costs[name]['what']}; expected ~{duration(costs[name]['seconds'])} on one idle CPU core")
+        t = time.time()
+        analysis.update(fn())
+        took[name] = round(time.time() - t, 2)
+
     with torch.no_grad():
         if ev["recon_images"]:
-            analysis.update(reconstruction_error(model, dataset, ev["recon_images"], seed=ev["seed"]))
+            timed("recon", lambda: reconstruction_error(model, dataset, ev["recon_images"], seed=ev["seed"]))
         if ev["true_tc"]:
-            analysis.update(model_total_correlation(model, dataset, ev["true_tc"]["samples"], ev["true_tc"]["data"],
-                                                    seed=ev["seed"]))
+            timed("true_tc", lambda: model_total_correlation(model, dataset, ev["true_tc"]["samples"],
+                                                             ev["true_tc"]["data"], seed=ev["seed"]))
         if ev["log_likelihood"] and ev["log_likelihood"]["images"] and ev["log_likelihood"]["samples"]:
-            analysis.update(estimate_log_likelihood(model, dataset, ev["log_likelihood"]["images"],
-                                                    ev["log_likelihood"]["samples"], seed=ev["seed"]))
-    analysis["seconds"] = {"metrics": round(t_metrics, 2), "analysis": round(time.time() - t0 - t_metrics, 2)}
+            timed("log_px", lambda: estimate_log_likelihood(model, dataset, ev["log_likelihood"]["images"],
+                                                            ev["log_likelihood"]["samples"], seed=ev["seed"]))
+    analysis["seconds"] = {"metrics": round(t_metrics, 2), "analysis": round(time.time() - t0 - t_metrics, 2),
+                           "analyses": took}
+    log(f"evaluated: metrics {t_metrics:.0f} s, " + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()))
     atomic_write_json(d / "analysis.json", analysis)
     log_scores(d, run.config, run.step, {**headline(scores), **{k: v for k, v in analysis.items() if k in (
         "recon", "true_tc", "log_px") and isinstance(v, (int, float))}})  # TensorBoard HParams of the sweep

@@ -1,5 +1,6 @@
 """What a model learned, as pictures: latent traversals (paper Fig. 6: one row per latent
-dimension, values from -2 to 2 for fixed reference images), reconstructions, samples from the
+dimension, values from -2 to 2 for fixed reference images; each row starts with the reference
+image itself), reconstructions, samples from the
 prior, and the per-dimension KL that tells which dimensions are active."""
 
 from __future__ import annotations
@@ -47,6 +48,21 @@ def kl_per_dim(model, dataset, n: int = 1024, batch: int = 256) -> np.ndarray | 
         total = total + gaussian_kl_per_dim(mean, logvar) * len(mean)
     model.train(was_training)
     return (total / len(idx)).cpu().numpy()
+
+
+@torch.no_grad()
+def mean_std_per_dim(model, dataset, n: int = 1024, batch: int = 256) -> np.ndarray | None:
+    """Std of each latent's encoder mean over the same n fixed images as ``kl_per_dim`` (None
+    without a Gaussian posterior): the FactorVAE metric's rule for an active latent (std >= 0.05,
+    Kim & Mnih 2018 §4), here on n images instead of the metric's own sample."""
+    if not hasattr(model, "encoder"):
+        return None
+    was_training = model.training
+    model.eval()
+    idx = np.random.default_rng(7).choice(len(dataset), size=min(n, len(dataset)), replace=False)
+    means = torch.cat([model.encode(dataset.images(idx[s : s + batch]))[0] for s in range(0, len(idx), batch)])
+    model.train(was_training)
+    return means.std(0).cpu().numpy() if len(idx) > 1 else None
 
 
 @torch.no_grad()
@@ -98,13 +114,15 @@ def write_run_images(model, dataset, out_dir: Path, step: int | None = None, lim
     samples = model.decode_images(z.to(next(model.parameters()).device))
     written["samples"] = str(save_png(grid_image(to_uint8(samples), nrow=8), out_dir / f"samples{tag}.png"))
 
-    # traversals: one sheet per reference image, rows = latent dims labelled with their KL
+    # traversals: one sheet per reference image, rows = latent dims labelled with their KL; the
+    # first column is the reference image itself (what the traversal starts from)
     refs = dataset.images(reference_indices(dataset, references))
     frames, dims = traversal_frames(model, refs, limit, steps)
     labels = [f"z{j}" + (f" {order_note[j]:.2f}" if order_note is not None and j < len(order_note) else "") for j in dims]
     paths = []
     for r in range(frames.shape[0]):
-        sheet = to_uint8(frames[r].reshape(-1, *frames.shape[3:]))
+        rows = torch.cat([refs[r].to(frames)[None, None].expand(len(dims), 1, *frames.shape[3:]), frames[r]], 1)
+        sheet = to_uint8(rows.reshape(-1, *frames.shape[3:]))
         paths.append(str(save_png(grid_image(sheet, nrow=len(dims), labels=labels), out_dir / f"traversal{tag}_ref{r}.png")))
     written["traversals"] = paths
 

@@ -140,6 +140,9 @@ def load_udr_npz(path) -> tuple[list[Codes], list[Codes | None], list[str]]:
             data = {k: d[k] for k in d.files}
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot read as .npz ({e})") from None
+    if "codes_0" not in data and "codes" in data:
+        raise UserError(f"{path} holds one model ('codes'); UDR needs at least two models: give several codes "
+                        "files, or one .npz with codes_0..codes_{M-1}")
     for key in ("factors", "sizes", "codes_0"):
         if key not in data:
             raise UserError(f"{path}: missing array {key!r} (need factors, sizes, codes_0..codes_{{M-1}})")

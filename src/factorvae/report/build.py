@@ -110,6 +110,7 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None, metric: s
         pictures.metric_rank_correlation(rep)
         _traversals(rep, max_traversals)
         pictures.score_matrices(rep, max_traversals)
+        pictures.udr_section(rep)
         _all_trials(rep)
 
         atomic_write_text(tmp / "report.html", rep.doc.html(f"{name} — factorvae sweep report"))

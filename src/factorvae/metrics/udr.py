@@ -32,6 +32,7 @@ from typing import Sequence
 
 import numpy as np
 import scipy.stats
+import torch
 
 from factorvae.errors import UserError
 from factorvae.metrics.codes import Codes
@@ -160,8 +161,6 @@ def load_udr_npz(path) -> tuple[list[Codes], list[Codes | None], list[str]]:
 
 def encode_for_udr(model, dataset, flat: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
     """Means and (for Gaussian encoders) log-variances of the images at flat grid indices."""
-    import torch  # the metrics layer's torch use: only for models
-
     try:
         device = next(model.parameters()).device
     except (StopIteration, AttributeError):

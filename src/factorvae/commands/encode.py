@@ -30,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--batch-size", default="256", help="images per encoder call (default 256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--representation", default="mean",
+                   help="mean (default), sampled (one draw z ~ q(z|x) per image, seeded by --seed) or both "
+                        "(codes = means, codes_sampled = draws)")
     p.set_defaults(func=run)
 
 
@@ -68,10 +71,12 @@ def run(args) -> int:
 
     from factorvae.metrics.api import choose_points, encode_points
     from factorvae.metrics.plan import MEASURED, duration
+    from factorvae.metrics.sampled import check_representation, encode_arrays
     from factorvae.io import atomic_write
     from factorvae.runs import load_run
 
     out = check_out(args.out)
+    check_representation(args.representation)
     if args.images is not None:
         if args.points is not None:
             raise UserError("--points draws grid points; --images encodes your images: choose one")
@@ -87,8 +92,13 @@ def run(args) -> int:
     expected = duration(n / MEASURED["encode_images_per_s"])
     print(f"encoding {n:,} of {len(grid):,} grid points of {r.config['data']['name']} with {r.dir} (step {r.step}); "
           f"~{expected} on one idle CPU core (paper networks)", file=sys.stderr, flush=True)
-    arrays = encode_points(r.model, r.dataset, points=points, seed=seed, batch_size=batch_size,
-                           progress=not args.no_progress)
+    if args.representation == "mean":
+        arrays = encode_points(r.model, r.dataset, points=points, seed=seed, batch_size=batch_size,
+                               progress=not args.no_progress)
+    else:
+        flat = choose_points(len(grid), points, np.random.default_rng(seed))
+        arrays = encode_arrays(r.model, r.dataset, flat, args.representation, seed=seed, batch_size=batch_size,
+                               progress=not args.no_progress)
     try:
         atomic_write(out, lambda f: np.savez(f, **arrays))
     except OSError as e:

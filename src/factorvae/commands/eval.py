@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--batch-size", default="256", help="images per encoder call (default 256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--representation", default="mean",
+                   help="mean (default: the encoder means), sampled (one seeded draw z ~ q(z|x) per image) or both "
+                        "(one encoding pass; eval.json gets 'sampled' beside the means' scores)")
     p.set_defaults(func=run)
 
 
@@ -38,10 +41,11 @@ def run(args) -> int:
     from factorvae.data import image_channels, require_grid
     from factorvae.io import check_writable
     from factorvae.metrics.plan import describe, format_plan
-    from factorvae.metrics.suite import evaluate_model
+    from factorvae.metrics.sampled import check_representation, evaluate_model
     from factorvae.runs import RunDir, load_run, open_dataset
 
     names, seed, overrides = check_options(args)
+    check_representation(args.representation)
     try:
         batch_size = int(args.batch_size)
     except ValueError:
@@ -64,7 +68,7 @@ def run(args) -> int:
             check_writable(rd.eval_path)  # before minutes of scoring, not after
         print(line, file=sys.stderr, flush=True)
         dataset = open_dataset(r.config, progress=not args.no_progress)
-        results = evaluate_model(r.model, dataset, preset=args.preset, seed=seed, metrics=names,
+        results = evaluate_model(r.model, dataset, args.representation, preset=args.preset, seed=seed, metrics=names,
                                  batch_size=batch_size, progress=not args.no_progress, overrides=overrides,
                                  announce=False)  # the plan line is printed above, once
         if ours:

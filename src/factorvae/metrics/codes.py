@@ -177,17 +177,19 @@ class Codes:
     @classmethod
     def from_encoder(cls, encode_fn: Callable[[torch.Tensor], torch.Tensor],
                      images: Callable[[np.ndarray], torch.Tensor], grid: FactorGrid, batch_size: int = 256,
-                     cache: bool = True, progress: bool = True) -> "Codes":
+                     cache: bool = True, progress: bool = True, with_index: bool = False) -> "Codes":
         """Codes computed on demand by ``encode_fn(images(flat_indices))`` under no_grad.
 
         ``images(indices)`` returns the images (B, C, 64, 64) in [0, 1] of flat grid indices;
-        ``encode_fn`` maps them to (B, D) codes. With ``cache`` each index is encoded at most
-        once; without it every request is encoded again (disentanglement_lib's behaviour)."""
+        ``encode_fn`` maps them to (B, D) codes (``with_index``: ``encode_fn(images, indices)``,
+        for codes that depend on the grid point, e.g. a seeded draw per image). With ``cache``
+        each index is encoded at most once; without it every request is encoded again
+        (disentanglement_lib's behaviour)."""
         if grid is None:
             raise no_grid_error(None)
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
-        return _EncoderCodes(encode_fn, images, grid, int(batch_size), bool(cache), bool(progress))
+        return _EncoderCodes(encode_fn, images, grid, int(batch_size), bool(cache), bool(progress), bool(with_index))
 
     # -- access ------------------------------------------------------------------------------
     def get(self, classes: np.ndarray) -> np.ndarray:
@@ -197,6 +199,10 @@ class Codes:
         lead = classes.shape[:-1]
         flat = self.grid.index(classes.reshape(-1, self.grid.num_factors))
         return self._lookup(flat).reshape(*lead, self.num_codes)
+
+    def get_flat(self, flat: np.ndarray) -> np.ndarray:
+        """Codes (N, D) float64 of flat grid indices (the data set's own index order)."""
+        return self._lookup(np.asarray(flat, dtype=np.int64))
 
     def prefetch(self, classes: np.ndarray) -> None:
         """Make sure the codes of these classes are available (encodes what is missing in
@@ -238,10 +244,10 @@ class _TableCodes(Codes):
 
 
 class _EncoderCodes(Codes):
-    def __init__(self, encode_fn, images, grid, batch_size, cache, progress):
+    def __init__(self, encode_fn, images, grid, batch_size, cache, progress, with_index=False):
         self.full_grid = grid
         super().__init__(_metric_grid(grid), num_codes=0)
-        self.encode_fn, self.images = encode_fn, images
+        self.encode_fn, self.images, self.with_index = encode_fn, images, with_index
         self.batch_size, self.cache, self.progress = batch_size, cache, progress
         self._table: np.ndarray | None = None
         self._have = np.zeros(len(grid), dtype=bool)
@@ -261,7 +267,7 @@ class _EncoderCodes(Codes):
         with torch.no_grad():
             for a in bar:
                 idx = flat[a:a + self.batch_size]
-                z = self.encode_fn(self.images(idx))
+                z = self.encode_fn(self.images(idx), idx) if self.with_index else self.encode_fn(self.images(idx))
                 z = torch.as_tensor(z).detach().float().cpu().numpy()
                 if z.ndim != 2 or z.shape[0] != len(idx):
                     raise UserError(f"the encoder returned codes of shape {tuple(z.shape)} for {len(idx)} images; "

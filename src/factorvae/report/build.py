@@ -21,6 +21,7 @@ from PIL import Image
 
 from factorvae.errors import UserError
 from factorvae.io import atomic_write_text, read_json
+from factorvae.report import pictures
 from factorvae.report.document import Doc
 from factorvae.report.output import Staging
 from factorvae.report.study import section as study_section
@@ -108,7 +109,10 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None, metric: s
         _fig7(rep, cur)
         corr = _correlation(rep)
         study_section(rep)
+        pictures.metric_rank_correlation(rep)
         _traversals(rep, max_traversals)
+        pictures.score_matrices(rep, max_traversals)
+        pictures.udr_section(rep)
         _all_trials(rep)
 
         atomic_write_text(tmp / "report.html", rep.doc.html(f"{name} — factorvae sweep report"))

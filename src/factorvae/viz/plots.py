@@ -6,6 +6,9 @@ factorvae.report gathers the data):
 - ``curves``            Fig. 5 (metric over training), Fig. 7 (TC estimates over training) and
                         reconstruction over training: mean over seeds (± std band) per setting
 - ``scatter_with_fit``  Section 6: one metric against another over all trials, with correlations
+- ``heatmap``           a labelled matrix: DCI importances and MIG's mutual information (latents x
+                        factors, as dlib's ``visualize_scores``), the rank correlation between metrics
+                        (Locatello et al. 2019, Fig. 2 style)
 """
 
 from __future__ import annotations
@@ -129,4 +132,31 @@ def box_grid(panels: list[tuple[str, dict[str, list[float]]]], path: Path, title
         ax.axis("off")
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def heatmap(matrix, row_labels: list[str], col_labels: list[str], path: Path, title: str | None = None,
+            colorbar: str | None = None, vmin: float | None = None, vmax: float | None = None,
+            cmap: str = "viridis", annotate: bool = True) -> Path:
+    """A matrix as coloured cells with its row and column labels (and each value written in its
+    cell when ``annotate``); NaN cells are left blank."""
+    m = np.asarray(matrix, dtype=float)
+    rows, cols = m.shape
+    fig, ax = plt.subplots(figsize=(1.2 + 0.62 * cols + 0.9, 1.0 + 0.38 * rows + 0.6))
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(cols), col_labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(rows), row_labels, fontsize=8)
+    if annotate:
+        lo, hi = (np.nanmin(m), np.nanmax(m)) if np.isfinite(m).any() else (0.0, 1.0)
+        mid = (lo + hi) / 2 if vmin is None or vmax is None else (vmin + vmax) / 2
+        for i in range(rows):
+            for j in range(cols):
+                if np.isfinite(m[i, j]):
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if m[i, j] < mid else "black")
+    cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
+    if colorbar:
+        cb.set_label(colorbar, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
     return _save(fig, path)

@@ -220,7 +220,9 @@ def test_help_of_evaluate_is_enough():
 def test_eval_says_what_it_will_do_before_it_starts(cli, toy_run):
     code, out, err = cli("eval", toy_run, "--metrics", "mig", "--preset", "fast", "--set", "mig.num_train=500")
     assert code == 0, err
-    first = next(line for line in err.splitlines() if line.startswith("preset "))
+    plans = [line for line in err.splitlines() if "preset fast: " in line]
+    assert len(plans) == 1  # printed once, by the command, before the scoring
+    first = plans[0].split(": ", 1)[1]
     assert first.startswith("preset fast: mig; ~") and "of 3,072 grid images to encode" in first
     # 500 uniform draws from 3,072 points: ~460 distinct, what the cache then encodes
     encoded = json.loads((toy_run / "eval.json").read_text())["encoder"]["distinct_points"]

@@ -91,7 +91,7 @@ def _train_members(members: list[_Run], dataset, progress: bool) -> None:
                unit="step", dynamic_ncols=True)
     try:
         while step < t["steps"] and len(group):
-            logs = group.step(*group.sample(dataset, t["batch_size"]))
+            logs = group.step(*group.sample(dataset, t["batch_size"]), step)
             step += 1
             for k, v in logs.items():  # (N,) per-run sums, on the device until a log step
                 sums[k] = sums[k] + v if k in sums else v.clone()

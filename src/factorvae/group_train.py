@@ -48,8 +48,6 @@ def train_group(cfgs: list[dict], outs: list, resume: bool | list[bool] = False,
     resumes = list(resume) if isinstance(resume, (list, tuple)) else [bool(resume)] * len(cfgs)
     t = cfgs[0]["train"]
     check_loggers(t["loggers"])  # a missing tracker package fails before anything is written
-    if t["threads"]:
-        torch.set_num_threads(t["threads"])
     device = pick_device(t["device"])
     if dataset is None:
         dataset = open_dataset(cfgs[0], progress)

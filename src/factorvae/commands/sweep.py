@@ -53,9 +53,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from factorvae.sweep import inspect_trial, load_spec, run_sweep
+    from factorvae.sweep import SlurmOptions, get_backend, inspect_trial, load_spec, run_sweep
     from factorvae.sweep.packing import parse_group_size
-    from factorvae.sweep.slurm import SlurmOptions
 
     from factorvae.config import parse_set
 
@@ -84,10 +83,17 @@ def run(args) -> int:
             st = inspect_trial(out / "trials" / t.id, t)
             print(f"  {st.status:<11} {t.id}  steps={t.config['train']['steps']}" + (f"  ({st.detail})" if st.detail else ""))
         return 0
-    outcome = run_sweep(sweep, args.out, workers=args.workers, ray_address=args.ray,
-                        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                        progress=not args.no_progress, only=args.only, threads=args.threads, group_size=group_size,
-                        slurm=SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_executor) if args.slurm else None)
+    if args.ray:
+        backend = get_backend("ray", address=args.ray, cpus=args.cpus_per_trial, gpus=args.gpus_per_trial)
+    elif args.slurm:
+        backend = get_backend("slurm", opts=SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_executor),
+                              cpus=args.cpus_per_trial, gpus=args.gpus_per_trial)
+    elif args.workers == 0:
+        backend = get_backend("local", progress=not args.no_progress)
+    else:
+        backend = get_backend("pool", workers=args.workers)
+    outcome = run_sweep(sweep, args.out, backend, progress=not args.no_progress, only=args.only, threads=args.threads,
+                        group_size=group_size)
     counts = outcome.counts()
     print(f"\nsweep {sweep.name}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
           + f" ({outcome.seconds:.0f} s)")

@@ -35,7 +35,7 @@ def _registered(monkeypatch):
     monkeypatch.setitem(METHODS, ScheduledBetaVAE.name, ScheduledBetaVAE)
 
 
-def scheduled(strategy="loop", steps=6):
+def scheduled(strategy="loop", steps=3):
     cfgs = configs("betavae", strategy=strategy, steps=steps)
     for c in cfgs:
         c["model"]["name"] = ScheduledBetaVAE.name
@@ -50,16 +50,16 @@ def test_a_schedule_trains_alike_alone_and_in_a_group(tmp_path, toy, strategy, a
     for i in range(2):
         assert_same_checkpoint(ckpt(tmp_path / f"alone{i}"), ckpt(tmp_path / f"g{i}"), atol)
     # the schedule matters: plain β-VAE with the same β ends elsewhere
-    train(configs("betavae", strategy=strategy)[0], tmp_path / "plain", progress=False, dataset=toy)
+    train(configs("betavae", strategy=strategy, steps=3)[0], tmp_path / "plain", progress=False, dataset=toy)
     w = "encoder.net.0.weight"
     assert not torch.allclose(ckpt(tmp_path / "plain")["model"][w], ckpt(tmp_path / "alone0")["model"][w])
 
 
 def test_members_resumed_at_different_steps_follow_their_own_schedule(tmp_path, toy):
     outs = [tmp_path / "g0", tmp_path / "g1"]
-    train_group(scheduled(steps=4), outs, progress=False, dataset=toy)
-    train(scheduled(steps=5)[0], outs[0], resume=True, progress=False, dataset=toy)  # run 0 alone to step 5
-    train_group(scheduled(), outs, resume=True, progress=False, dataset=toy)  # steps 5 and 4: two groups
-    for i, c in enumerate(scheduled()):
+    train_group(scheduled(steps=2), outs, progress=False, dataset=toy)
+    train(scheduled(steps=3)[0], outs[0], resume=True, progress=False, dataset=toy)  # run 0 alone to step 3
+    train_group(scheduled(steps=4), outs, resume=True, progress=False, dataset=toy)  # steps 3 and 2: two groups
+    for i, c in enumerate(scheduled(steps=4)):
         train(c, tmp_path / f"alone{i}", progress=False, dataset=toy)
         assert_same_checkpoint(ckpt(tmp_path / f"alone{i}"), ckpt(outs[i]), 0.0)

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from factorvae.metrics.codes import Codes
-from factorvae.metrics.suite import FUNCTIONS, METRICS, metric_rng, preset_params
+from factorvae.metrics.registry import RECORDS
+from factorvae.metrics.suite import METRICS, metric_rng, preset_params
 
 
 def synthetic_codes(grid, rng):
@@ -78,7 +79,7 @@ def main() -> None:
         cpu = {}
         for name in METRICS:
             t = time.process_time()
-            FUNCTIONS[name](codes, metric_rng(0, name), **params[name])
+            RECORDS[name].function(codes, metric_rng(0, name), **params[name])
             cpu[name] = round(time.process_time() - t, 1)
         images = codes.images_encoded
         out["presets"][preset] = {"images_encoded": images, "metric_cpu_s": cpu,

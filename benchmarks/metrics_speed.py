@@ -27,7 +27,7 @@ import time
 import torch
 
 from factorvae.metrics.codes import Codes
-from factorvae.metrics.suite import HEADLINE, METRICS, evaluate, parse_metrics, preset_params
+from factorvae.metrics.suite import METRICS, evaluate, headline, parse_metrics, preset_params
 
 
 def load(run_dir, device):
@@ -68,7 +68,7 @@ def one_mode(model, dataset, cache: bool, args) -> dict:
     return {"mode": "cached" if cache else "reencode", "wall_s": round(wall, 2), "encoder_s": round(inside[0], 2),
             "forward_passes": codes.encoder_calls, "images_encoded": codes.images_encoded,
             "distinct_points": int(codes.num_encoded) if cache else None,
-            "metric_seconds": res["seconds"], "headline": {m: res[m][HEADLINE[m]] for m in METRICS if m in res}}
+            "metric_seconds": res["seconds"], "headline": headline(res)}
 
 
 def main(argv=None) -> int:

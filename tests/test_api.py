@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import factorvae
-from factorvae.commands import train as train_cmd
+from factorvae.usecases import train as train_case
 from factorvae.errors import UserError
 
 ROOT = Path(__file__).parents[1]
@@ -140,15 +140,15 @@ def test_eval_dry_run_prints_the_plan_before_any_data_loads(cli, toy_run, monkey
 
 
 def test_threads_option(cli, toy_run, tmp_path, monkeypatch):
-    assert train_cmd.pick_threads(cores=2, load=0.1) == 2
-    assert train_cmd.pick_threads(cores=2, load=1.2) == 1
-    assert train_cmd.pick_threads(cores=2, load=9.0) == 1
-    assert train_cmd.pick_threads(cores=16, load=3.0) == 13
+    assert train_case.pick_threads(cores=2, load=0.1) == 2
+    assert train_case.pick_threads(cores=2, load=1.2) == 1
+    assert train_case.pick_threads(cores=2, load=9.0) == 1
+    assert train_case.pick_threads(cores=16, load=3.0) == 13
     code, out, err = cli("train", "--model", "vae", "--dataset", "toy", "--steps", "2", "--threads", "0",
                          "--out", tmp_path / "bad")
     assert code == 2 and "--threads must be >= 1" in err and not (tmp_path / "bad").exists()
     # no --threads: picked from the load (here: a busy machine), recorded in the run's config
-    monkeypatch.setattr(train_cmd.os, "getloadavg", lambda: (7.5, 7.0, 7.0))
+    monkeypatch.setattr(train_case.os, "getloadavg", lambda: (7.5, 7.0, 7.0))
     code, out, err = cli("train", "--config", ROOT / "configs" / "toy.yaml", "--steps", "2", "--out",
                          tmp_path / "r", "--no-progress", *SMALL)
     assert code == 0, err
@@ -168,12 +168,12 @@ def test_threads_option(cli, toy_run, tmp_path, monkeypatch):
 def test_expected_time_line_measures_a_few_steps(toy_run):
     run = factorvae.load_run(toy_run)
     cfg = {**run.config, "train": {**run.config["train"], "steps": 1000}}
-    line = train_cmd.expected_time(cfg, run.dataset, start=0)
+    line = train_case.expected_time(cfg, run.dataset, start=0)
     assert line.startswith("expect ~") and "for 1,000 steps" in line and "steps/s measured over 5 steps" in line
     # from 50 remaining steps on the line is printed (issue 24: it vanished under 500); below, timing
     # 7 steps would cost a sizeable part of the run
-    assert "for 50 steps" in train_cmd.expected_time(cfg, run.dataset, start=950)
-    assert train_cmd.expected_time(cfg, run.dataset, start=951) is None
+    assert "for 50 steps" in train_case.expected_time(cfg, run.dataset, start=950)
+    assert train_case.expected_time(cfg, run.dataset, start=951) is None
 
 
 def test_train_rejects_a_missing_out():

@@ -13,6 +13,7 @@ import yaml
 from factorvae.errors import UserError
 from factorvae.group import RunGroup
 from factorvae.sweep import load_spec, run_sweep
+from factorvae.sweep.backends.local import LocalBackend
 from factorvae.sweep import trial as st
 from factorvae.sweep.packing import pack, parse_group_size
 from factorvae.sweep.spec import experiment_config
@@ -99,7 +100,7 @@ def test_a_group_killed_mid_training_resumes_in_the_sweep(tmp_path, cli, monkeyp
 
     monkeypatch.setattr(RunGroup, "step", dies)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(load_spec(s), tmp_path / "out", workers=0, progress=False, log=None, group_size=2)
+        run_sweep(load_spec(s), tmp_path / "out", LocalBackend(progress=False), progress=False, log=None, group_size=2)
     monkeypatch.setattr(RunGroup, "step", real_step)
     real = st._train_group
     seen = []
@@ -129,7 +130,7 @@ def test_a_group_without_metrics_finishes(tmp_path):
     s = spec(steps=2)
     s["methods"] = s["methods"][:1]
     s["eval"] = {"metrics": [], "recon_images": 8, "true_tc": None, "log_likelihood": None}
-    outcome = run_sweep(load_spec(s), tmp_path / "out", workers=0, progress=False, log=None, group_size=2)
+    outcome = run_sweep(load_spec(s), tmp_path / "out", LocalBackend(progress=False), progress=False, log=None, group_size=2)
     assert [r["status"] for r in outcome.results] == ["finished", "finished"], outcome.results
     assert all(json.loads((tmp_path / "out" / "trials" / r["id"] / "eval.json").read_text())["run"]["step"] == 2
                for r in outcome.results)

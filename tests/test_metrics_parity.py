@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 from factorvae.metrics.codes import Codes
-from factorvae.metrics.suite import FUNCTIONS, PRESETS, REPORTED, metric_rng
+from factorvae.metrics.registry import RECORDS
+from factorvae.metrics.suite import PRESETS, metric_rng
 
 PARITY = Path(__file__).parent / "fixtures" / "parity"
 REFERENCE = json.loads((PARITY / "reference_values.json").read_text())
@@ -50,7 +51,7 @@ def codes(case: str) -> Codes:
 
 @functools.lru_cache(maxsize=None)
 def ours(case: str, metric: str) -> dict:
-    return FUNCTIONS[metric](codes(case), metric_rng(SEED, metric), **PRESETS["dlib"][metric])
+    return RECORDS[metric].function(codes(case), metric_rng(SEED, metric), **PRESETS["dlib"][metric])
 
 
 def tolerance(key: str, ref: dict) -> float:
@@ -64,7 +65,7 @@ def tolerance(key: str, ref: dict) -> float:
 def params():
     out = []
     for case in CASES:
-        for metric in FUNCTIONS:
+        for metric in RECORDS:
             if metric == "dci" and case not in DCI_CASES:
                 continue
             out.append(pytest.param(case, metric, id=f"{case}-{metric}"))
@@ -75,7 +76,7 @@ def params():
 def test_agrees_with_disentanglement_lib(case, metric):
     result = ours(case, metric)
     checked = 0
-    for key in REPORTED[metric]:
+    for key in RECORDS[metric].keys:
         ref_key = f"{REF_NAME.get(metric, metric)}.{key}"
         ref = REFERENCE[case].get(ref_key)
         if ref is None:  # dlib 1.5 crashes on this case (modularity on constant dims)

@@ -81,13 +81,14 @@ def test_a_run_in_use_is_refused_naming_its_holder(run_copy, tmp_path, cli):
 
 def test_a_sweep_rerun_skips_a_trial_another_process_trains(tmp_path):
     from factorvae.sweep import load_spec, run_sweep
+    from factorvae.sweep.backends.local import LocalBackend
     from test_sweep import micro_spec
 
     sweep = load_spec(micro_spec(steps=4, gammas=(), betas=(1,)))
     (trial,) = sweep.trials
     tdir = tmp_path / "s" / "trials" / trial.id
     with lock_held_elsewhere(tdir / ".lock") as holder:  # a worker of a killed driver, still training
-        outcome = run_sweep(sweep, tmp_path / "s", workers=0, progress=False, log=None)
+        outcome = run_sweep(sweep, tmp_path / "s", LocalBackend(progress=False), progress=False, log=None)
     (res,) = outcome.results
     assert res["status"] == "busy" and res["action"] == "skipped" and f"pid {holder.pid}" in res["error"]
     assert [p.name for p in tdir.iterdir()] == [".lock"]  # nothing written into it

@@ -66,12 +66,12 @@ def test_dry_run_says_what_running_would_cost_and_runs_nothing(tmp_path, cli):
 
 
 def test_a_plan_that_cannot_be_timed_never_stops_the_sweep(tmp_path, cli, monkeypatch):
-    import factorvae.commands.train as train_cmd
+    import factorvae.sweep.projection as projection
 
     def broken(*a, **k):
         raise RuntimeError("no timing today")
 
-    monkeypatch.setattr(train_cmd, "step_rate", broken)
+    monkeypatch.setattr(projection, "step_rate", broken)
     path = write_spec(tmp_path / "s.yaml", micro_spec(steps=10, gammas=(), betas=(1,)))
     code, out, err = cli("sweep", path, "--out", tmp_path / "o", "--dry-run")
     assert code == 0, err

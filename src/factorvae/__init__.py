@@ -36,20 +36,22 @@ def train(config=None, out=None, *, resume: bool = False, progress: bool = True,
     configs/); None trains the paper's FactorVAE (γ = 40, Appendix A) on dSprites.
     ``resume=True`` continues the run in ``out`` from its last checkpoint (config from ``out``).
     ``dataset``: an already loaded data set of the config's kind (saves loading it again).
+    As ``factorvae train`` (:func:`factorvae.usecases.train.train_run`): torch threads from the
+    config, else from the load average; with ``progress``, the expected time first.
     """
+    import sys
+
     from factorvae.config import read_yaml, resolve
-    from factorvae.runs import RunDir
-    from factorvae.trainer import train as _train
+    from factorvae.usecases.train import train_run
 
     if out is None:
         raise TypeError("train() needs out=, the run directory to write")
-    RunDir(out).check_new_or_ours("out", resume)  # never into a folder that is not a run
-    if resume:
-        cfg = RunDir(out).read_config()
-    else:
+    cfg = None
+    if not resume:
         cfg = resolve(read_yaml(config) if isinstance(config, (str, bytes)) or hasattr(config, "__fspath__")
                       else (config or {}))
-    return _train(cfg, out, resume=resume, progress=progress, dataset=dataset)
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else None
+    return train_run(out, cfg, resume=resume, progress=progress, dataset=dataset, say=say, out_flag="out")
 
 
 def datasets() -> dict:
@@ -75,7 +77,7 @@ def traverse(run, out, limit: float = 2.0, steps: int = 10, references: int = 3)
         return write_run_images(r.model, r.dataset, Path(out), limit=limit, steps=steps, references=references)
 
 
-_LAZY = {"load_run": "factorvae.runs", "evaluate": "factorvae.metrics.api", "load_dataset": "factorvae.data"}
+_LAZY = {"load_run": "factorvae.runs", "evaluate": "factorvae.usecases.evaluate", "load_dataset": "factorvae.data"}
 
 
 def __getattr__(name):

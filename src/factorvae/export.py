@@ -22,7 +22,8 @@ from safetensors.torch import save as st_save
 
 from factorvae.errors import UserError
 from factorvae.io import atomic_write, atomic_write_json, check_out_dir, load_json
-from factorvae.metrics.suite import HEADLINE, METRICS, not_scored
+from factorvae.metrics.registry import RECORDS
+from factorvae.metrics.suite import not_scored
 # the reading side (load_exported, is_export) lives in factorvae.runs: load_run dispatches to it
 from factorvae.runs import EXPORT_CONFIG as CONFIG, EXPORT_WEIGHTS as WEIGHTS
 from factorvae.runs import is_export, kept_prefixes, load_exported, load_run
@@ -87,7 +88,7 @@ def model_card(config: dict, scores: dict | None, has_traversal: bool) -> str:
     family = "gan" if m["name"] == "infowgan_gp" else "vae"
     front = {"library_name": "factorvae", "tags": ["disentanglement", family, "pytorch", m["name"]],
              "datasets": [d["name"]]}
-    scored = [k for k in METRICS if scores and k in scores]
+    scored = [k for k in RECORDS if scores and k in scores]
     if scored:
         front["metrics"] = scored
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
@@ -112,9 +113,10 @@ def model_card(config: dict, scores: dict | None, has_traversal: bool) -> str:
                   + (f", step {scores['run']['step']}" if "run" in scores else "") + ":", "",
                   "| metric | value |", "| --- | --- |"]
         for k in scored:
-            v = scores[k].get(HEADLINE[k])
+            h = RECORDS[k].headline
+            v = scores[k].get(h)
             shown = f"{v:.4f}" if isinstance(v, float) else (not_scored(v, scores[k]) or v)
-            lines.append(f"| {k}.{HEADLINE[k]} | {shown} |")
+            lines.append(f"| {k}.{h} | {shown} |")
     else:
         lines.append("Not scored: run `factorvae eval RUN_DIR` before exporting.")
     lines += ["", "## Latent traversal", ""]

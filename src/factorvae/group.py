@@ -163,9 +163,7 @@ class RunGroup:
             self.params = {n: torch.stack([d[n] for d in per_member]).requires_grad_() for n in names}
             self.buffers = {n: torch.stack([dict(m.named_buffers())[n] for m in self.members])
                             for n, _ in m0.named_buffers()}
-        dtype = self.params[names[0]].dtype
-        self.hp = {k: torch.tensor([float(m.hparams()[k]) for m in self.members], dtype=dtype, device=self.device)
-                   for k in m0.group_hparams}
+        self.hp = self._hparams([0] * len(self.members), m0.group_hparams)
         self.optims = {section: self._stack_optimizer(section, names) for section in m0.optimizers()}
 
     def _stack_optimizer(self, section: str, names: list[str]) -> torch.optim.Optimizer:
@@ -196,6 +194,12 @@ class RunGroup:
                 for k in states[0]
             }
         return stacked
+
+    def _hparams(self, steps: list[int], keys) -> dict[str, torch.Tensor]:
+        """(N,) tensors of the members' hyper-parameters ``keys`` at their training ``steps``."""
+        dtype = next(iter(self.params.values())).dtype
+        values = [m.hparams(s) for m, s in zip(self.members, steps)]
+        return {k: torch.tensor([float(v[k]) for v in values], dtype=dtype, device=self.device) for k in keys}
 
     @torch.no_grad()
     def unstack(self) -> None:
@@ -232,12 +236,21 @@ class RunGroup:
         x = x.view(len(self), 2 if second else 1, batch_size, *x.shape[1:])
         return x[:, 0], (x[:, 1] if second else None)
 
-    def step(self, x1: torch.Tensor, x2: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """One training step of every run; logs as (N,) tensors, left on the device."""
+    def step(self, x1: torch.Tensor, x2: torch.Tensor | None, step: int | list[int] = 0) -> dict[str, torch.Tensor]:
+        """One training step of every run; logs as (N,) tensors, left on the device. ``step``:
+        the training step of the runs (steps done before this one), or one per run; a method's
+        scheduled hyper-parameters (``Method.scheduled_hparams``) are taken at it."""
+        steps = [int(s) for s in step] if isinstance(step, (list, tuple)) else [int(step)] * len(self.members)
+        if len(steps) != len(self.members):
+            raise ValueError("step: one training step per member")
         if self.strategy == "loop":
             with autocast(x1.device, self.precision):
-                per_run = [m.train_step(x1[i], None if x2 is None else x2[i], 0) for i, m in enumerate(self.members)]
+                per_run = [m.train_step(x1[i], None if x2 is None else x2[i], steps[i])
+                           for i, m in enumerate(self.members)]
             return {k: torch.stack([logs[k] for logs in per_run]) for k in per_run[0]}
+        scheduled = self.template.m.scheduled_hparams
+        if scheduled:
+            self.hp.update(self._hparams(steps, scheduled))
         batch_size, dtype = x1.shape[1], self.members[0].param_dtype
         draws = [m.draw_noise(batch_size, x1.device, dtype) for m in self.members]
         noise = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}

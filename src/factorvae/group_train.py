@@ -49,8 +49,6 @@ def train_group(cfgs: list[dict], outs: list, resume: bool | list[bool] = False,
     resumes = list(resume) if isinstance(resume, (list, tuple)) else [bool(resume)] * len(cfgs)
     t = cfgs[0]["train"]
     check_loggers(t["loggers"])  # a missing tracker package fails before anything is written
-    if t["threads"]:
-        torch.set_num_threads(t["threads"])
     device = pick_device(t["device"])
     if dataset is None:
         dataset = open_dataset(cfgs[0], progress)
@@ -92,7 +90,7 @@ def _train_members(members: list[_Run], dataset, progress: bool) -> None:
                unit="step", dynamic_ncols=True)
     try:
         while step < t["steps"] and len(group):
-            logs = group.step(*group.sample(dataset, t["batch_size"]))
+            logs = group.step(*group.sample(dataset, t["batch_size"]), step)
             step += 1
             for k, v in logs.items():  # (N,) per-run sums, on the device until a log step
                 sums[k] = sums[k] + v if k in sums else v.clone()

@@ -40,6 +40,12 @@ def active_dims(kl: np.ndarray | None, threshold: float = KL_THRESHOLD) -> list[
     return [] if kl is None else [int(j) for j in np.nonzero(kl > threshold)[0]]
 
 
+def check_steps(path, done: int, steps: int) -> None:
+    """A run that has trained ``done`` steps cannot be resumed to ``steps`` < ``done``."""
+    if done > steps:
+        raise UserError(f"--steps {steps}: {path} has already trained {done} steps; a run cannot be resumed to fewer")
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGINT/SIGTERM stopped training after a checkpoint of ``step`` was saved."""
 
@@ -50,6 +56,7 @@ class Interrupted(KeyboardInterrupt):
 
 def train(cfg: dict, out: str | Path, resume: bool = False, progress: bool = True, dataset=None) -> dict:
     """Train ``cfg`` into run directory ``out`` (resuming from its checkpoint); returns the summary.
+    The loop only: callers go through :func:`factorvae.usecases.train.train_run` (threads, resume checks).
 
     Holds the run's lock throughout. A run without a checkpoint (killed before its first one)
     starts again from step 0 even when ``resume`` is asked. SIGINT/SIGTERM save a checkpoint
@@ -93,8 +100,6 @@ def _train_locked(cfg: dict, run: RunDir, resume: bool, progress: bool, dataset)
             raise UserError(f"{run.path} already holds a checkpointed run; resume it or choose another directory")
         run.clear_progress()
     check_loggers(t["loggers"])  # a missing tracker package fails before anything is written
-    if t["threads"]:
-        torch.set_num_threads(t["threads"])
     device = pick_device(t["device"])
     if dataset is None:
         dataset = open_dataset(cfg, progress)
@@ -161,8 +166,7 @@ def start_run(cfg: dict, run: RunDir, dataset, device, resume: bool):
     step = 0
     if resume:
         step = RunDir.restore(model, run.load_checkpoint(map_location=device), generators)
-        if step > t["steps"]:
-            raise UserError(f"{run.path} has trained {step} steps; it cannot be resumed to fewer ({t['steps']})")
+        check_steps(run.path, step, t["steps"])
         run.truncate_metrics(step)
     run.write_config(cfg)  # only now, when a resumed checkpoint has loaded and fits
     if not resume and "official_file" in dataset.info:  # beside config.yaml: whether --data-path is the published file

@@ -11,7 +11,6 @@ every metric reads from that cache. The file is written atomically.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 
 from factorvae.commands.metrics import add_metric_options, check_options, emit
@@ -38,11 +37,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from factorvae.data import image_channels, require_grid
-    from factorvae.io import check_writable
-    from factorvae.metrics.plan import describe, format_plan
-    from factorvae.metrics.sampled import check_representation, evaluate_model
-    from factorvae.runs import RunDir, load_run, open_dataset
+    from factorvae.metrics.sampled import check_representation
+    from factorvae.runs import RunDir
+    from factorvae.usecases.evaluate import evaluate_run
 
     names, seed, overrides = check_options(args)
     check_representation(args.representation)
@@ -52,32 +49,15 @@ def run(args) -> int:
         raise UserError(f"--batch-size must be a whole number, got {args.batch_size!r}") from None
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    r = load_run(args.run_dir, device=args.device, load_data=False)
-    data = r.config.get("data", {})
-    grid = require_grid(data.get("name", "?"))
-    plan = describe(args.preset, names, grid=grid, overrides=overrides,
-                    channels=image_channels(data["name"], data.get("channels")))
-    line = f"{r.dir} (step {r.step:,}): " + format_plan(plan)
+    results, where = evaluate_run(args.run_dir, metrics=names, preset=args.preset, seed=seed, overrides=overrides,
+                                  device=args.device, batch_size=batch_size, progress=not args.no_progress,
+                                  dry_run=args.dry_run, say=_say, representation=args.representation)
     if args.dry_run:
-        print(line, file=sys.stderr, flush=True)
         return 0
-    rd = RunDir(r.dir)
-    ours = rd.exists()  # an export or pretrained folder is read, never written
-    with rd.lock() if ours else contextlib.nullcontext():  # a run being trained (or scored) is not scored now
-        if ours:
-            check_writable(rd.eval_path)  # before minutes of scoring, not after
-        print(line, file=sys.stderr, flush=True)
-        dataset = open_dataset(r.config, progress=not args.no_progress)
-        results = evaluate_model(r.model, dataset, args.representation, preset=args.preset, seed=seed, metrics=names,
-                                 batch_size=batch_size, progress=not args.no_progress, overrides=overrides,
-                                 announce=False)  # the plan line is printed above, once
-        if ours:
-            results = rd.write_eval(results, r.config, r.step)
-    where = rd.eval_path if ours else None
     emit(results, args.json)
     if not args.json:
         if "factor_vae" in results:
-            print(active_dims_line(results, rd.read_summary() if ours else None))
+            print(active_dims_line(results, RunDir(where.parent).read_summary() if where else None))
         print(f"written {where}" if where else "not written: not a run directory")
     return 0
 
@@ -96,3 +76,7 @@ def active_dims_line(results: dict, summary: dict | None) -> str:
                  f"{summary.get('active_dims_kl_threshold', 0.1)} nats: the posterior differs from the prior). "
                  "Both are right: a latent whose variance shrank while its mean barely moves counts for KL only")
     return line
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -17,9 +17,9 @@ from factorvae.errors import UserError
 
 def add_metric_options(p) -> None:
     """Options shared by `metrics` and `eval`."""
-    p.add_argument("--metrics", default="all",
-                   help="comma-separated subset of factor_vae, beta_vae, mig, dci, sap, modularity_explicitness "
-                        "(default: all)")
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated metric names (`factorvae metrics --list` shows them), or all "
+                        "(default: the default set)")
     p.add_argument("--preset", default="dlib",
                    help="dlib (default: disentanglement_lib's study settings), paper, or fast")
     p.add_argument("--seed", default="0", help="random seed of the metrics (default 0)")
@@ -34,7 +34,8 @@ def register(sub) -> None:
                                    "SAP, modularity/explicitness. The .npz holds codes of every grid point (all "
                                    "metrics) or of a random sample of grid points (MIG, DCI, SAP, modularity; "
                                    "`factorvae encode RUN --out codes.npz` writes one). See docs/metrics.md.")
-    p.add_argument("grid", metavar="CODES.npz", help=".npz with factors (N,K), codes (N,D), sizes (K)")
+    p.add_argument("grid", metavar="CODES.npz", nargs="?", help=".npz with factors (N,K), codes (N,D), sizes (K)")
+    p.add_argument("--list", action="store_true", help="list the metrics: keys, headline, cost per preset; score nothing")
     add_metric_options(p)
     p.add_argument("--out", help="also write the JSON result to this file")
     p.add_argument("--dry-run", action="store_true", help="say what would be scored and how long it takes; score nothing")
@@ -69,6 +70,28 @@ def emit(results: dict, as_json: bool, out: str | None = None) -> None:
         print(format_table(results))
 
 
+def list_metrics() -> str:
+    """One block per registered metric (its record): name, label, keys, headline, whether it
+    fixes a factor, and per preset the grid points it draws on dSprites and its measured seconds."""
+    from factorvae.data import require_grid
+    from factorvae.metrics.record import PRESET_NAMES
+    from factorvae.metrics.registry import RECORDS
+
+    num_grid = len(require_grid("dsprites"))
+    lines = []
+    for name, r in RECORDS.items():
+        flags = ", ".join(f for f, on in (("default", r.default), ("fixes a factor", r.fixes_factor)) if on)
+        lines.append(f"{name}: {r.label}" + (f" ({flags})" if flags else ""))
+        lines.append(f"  keys: {', '.join(r.keys)}; headline: {r.headline}")
+        cost = []
+        for p in PRESET_NAMES:
+            secs = r.seconds.get(p)
+            cost.append(f"{p} {r.draws(r.presets[p], num_grid):,} points, "
+                        + (f"{secs:g} s" if secs is not None else "time not measured"))
+        lines.append("  cost on dSprites (one CPU core, codes cached): " + "; ".join(cost))
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     from factorvae.io import check_not_input, check_out_file, check_writable
     from factorvae.metrics.api import is_result_file
@@ -76,8 +99,13 @@ def run(args) -> int:
     from factorvae.metrics.plan import describe, format_plan
     from factorvae.metrics.suite import evaluate, sample_warnings
 
+    if args.list:
+        print(list_metrics())
+        return 0
+    if args.grid is None:
+        raise UserError("give CODES.npz (or --list)")
     names, seed, overrides = check_options(args)
-    metrics = None if args.metrics == "all" else names  # a sample's default: the metrics it serves
+    metrics = args.metrics if args.metrics in (None, "all") else names  # a sample's default: the metrics it serves
     if args.out:
         check_not_input(args.out, [args.grid])
         check_out_file(args.out, is_result_file, "a result of factorvae metrics")

@@ -54,10 +54,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from factorvae.sweep import inspect_trial, load_spec, run_sweep
+    from factorvae.sweep import SlurmOptions, get_backend, inspect_trial, load_spec, run_sweep
     from factorvae.sweep.packing import parse_group_size
-    from factorvae.sweep.projection import describe, project
-    from factorvae.sweep.slurm import SlurmOptions
 
     from factorvae.config import parse_set
 
@@ -90,10 +88,17 @@ def run(args) -> int:
         return 0
     for line in _plan(sweep, Path(args.out), args):
         print(line, file=sys.stderr, flush=True)
-    outcome = run_sweep(sweep, args.out, workers=args.workers, ray_address=args.ray,
-                        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                        progress=not args.no_progress, only=args.only, threads=args.threads, group_size=group_size,
-                        slurm=SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_executor) if args.slurm else None)
+    if args.ray:
+        backend = get_backend("ray", address=args.ray, cpus=args.cpus_per_trial, gpus=args.gpus_per_trial)
+    elif args.slurm:
+        backend = get_backend("slurm", opts=SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_executor),
+                              cpus=args.cpus_per_trial, gpus=args.gpus_per_trial)
+    elif args.workers == 0:
+        backend = get_backend("local", progress=not args.no_progress)
+    else:
+        backend = get_backend("pool", workers=args.workers)
+    outcome = run_sweep(sweep, args.out, backend, progress=not args.no_progress, only=args.only, threads=args.threads,
+                        group_size=group_size)
     counts = outcome.counts()
     print(f"\nsweep {sweep.name}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
           + f" ({outcome.seconds:.0f} s)")
@@ -109,75 +114,9 @@ def run(args) -> int:
 
 
 def _plan(sweep, out: Path, args) -> list[str]:
+    from factorvae.sweep.projection import plan_lines
+
     try:
         return plan_lines(sweep, out, args.only, args.workers, args.threads)
     except Exception as e:  # noqa: BLE001 - the plan is advice: failing to time it never stops the sweep
         return [f"plan: not available ({type(e).__name__}: {e})"[:300]]
-
-
-def plan_lines(sweep, out: Path, only: str | None, workers: int, threads: int | None) -> list[str]:
-    """What the sweep will cost on this machine before it starts: per method, training (steps/s
-    of a few timed steps on random images), metrics (metrics.plan) and each analysis
-    (sweep.trial.analysis_cost); the projected total for the unfinished trials over the workers."""
-    import os
-
-    import torch
-
-    from factorvae.commands.train import step_rate
-    from factorvae.data import get_dataset_info, image_channels
-    from factorvae.data.store import ImageData
-    from factorvae.metrics.plan import describe, duration
-    from factorvae.sweep import inspect_trial
-    from factorvae.sweep.engine import usable_cores
-    from factorvae.sweep.spec import QUICK_ANALYSES
-    from factorvae.sweep.trial import analysis_cost
-
-    todo = []
-    for t in sweep.trials:
-        if only and only not in t.id:
-            continue
-        st = inspect_trial(out / "trials" / t.id, t)
-        if st.status != "finished":
-            todo.append((t, 0 if st.status == "trained" else t.config["train"]["steps"] - (st.step or 0)))
-    if not todo:
-        return []
-    lines, total, rates = [], 0.0, {}
-    n_threads = threads or todo[0][0].config["train"].get("threads") or max(1, usable_cores() // max(workers, 1))
-    old = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        for t, steps in todo:
-            cfg, info = t.config, get_dataset_info(t.dataset)
-            key = (t.method, t.dataset)
-            if key not in rates:
-                channels = image_channels(t.dataset, cfg["data"].get("channels"))
-                gen = torch.Generator().manual_seed(0)
-                fake = ImageData("plan", torch.randint(0, 2, (2 * cfg["train"]["batch_size"], channels, 64, 64),
-                                                       generator=gen, dtype=torch.uint8), None, scale=1.0)
-                rates[key] = step_rate(cfg, fake)
-            train = steps / rates[key]
-            grid = info.grid
-            metrics = None
-            if grid is not None and t.eval["metrics"] != []:
-                metrics = describe(t.eval["preset"], t.eval["metrics"], grid=grid, channels=info.channels)
-                metrics = metrics["expected_seconds"]
-            analyses = analysis_cost(t.eval, len(grid)) if grid is not None else {}
-            seconds = train + (metrics or 0) + sum(a["seconds"] for a in analyses.values())
-            total += seconds
-            if len(lines) < 1:  # the first trial in full; the others add to the total
-                quick = analysis_cost({**t.eval, **QUICK_ANALYSES}, len(grid)) if grid is not None else {}
-                lines.append(
-                    f"plan, trial {t.id}: training {steps:,} steps ~{duration(train)} ({rates[key]:.1f} steps/s timed "
-                    f"with {n_threads} thread(s), load average {os.getloadavg()[0]:.1f}); metrics (preset "
-                    f"{t.eval['preset']}) ~{duration(metrics) if metrics is not None else '? (not measured)'}; "
-                    + "; ".join(f"{a['what']} ~{duration(a['seconds'])}" for a in analyses.values()))
-                if analyses and sum(a["seconds"] for a in quick.values()) < 0.5 * sum(a["seconds"] for a in analyses.values()):
-                    lines.append(f"  the analyses take ~{duration(sum(a['seconds'] for a in quick.values()))} with "
-                                 "--set eval.analyses=quick (true TC on a 10,000-image subset: up to ~1 nat under "
-                                 "the exact value; README, 'What a sweep costs')")
-    finally:
-        torch.set_num_threads(old)
-    par = max(1, min(workers or 1, len(todo)))
-    lines.append(f"plan: {len(todo)} trial(s) to run, ~{duration(total / par)} projected on {par} worker(s) "
-                 "(training as timed just now; metrics and analyses as on one idle core: slower on a busy machine)")
-    return lines

@@ -125,6 +125,9 @@ class Method(nn.Module):
     phases: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
     #: model options that may differ between the runs of one group (per-run tensors there)
     group_hparams: tuple[str, ...] = ()
+    #: those of ``group_hparams`` whose value depends on the training step (a schedule such as
+    #: AnnealedVAE's capacity): ``hparams(step)`` computes them, a group recomputes them each step
+    scheduled_hparams: tuple[str, ...] = ()
 
     def __init__(self, model_cfg: dict, optim_cfg: dict, in_channels: int, generator: torch.Generator):
         super().__init__()
@@ -192,7 +195,7 @@ class Method(nn.Module):
         if self.needs_second_batch and batch2 is None:
             raise ValueError(f"{self.name} needs a second batch (the trainer's B')")
         noise = self.draw_noise(len(batch), batch.device, self.param_dtype)
-        hp, carry, logs = self.hparams(), None, {}
+        hp, carry, logs = self.hparams(step), None, {}
         optims = self.optimizers()
         for section, phase, frozen in self.phases:
             for name in frozen:  # frozen: the loss's gradient must not reach these weights
@@ -214,8 +217,10 @@ class Method(nn.Module):
         """All random numbers of one step, drawn from ``self.generator`` in a fixed order."""
         raise NotImplementedError
 
-    def hparams(self) -> dict[str, float]:
-        """The per-run hyper-parameters the phases read (``group_hparams``)."""
+    def hparams(self, step: int = 0) -> dict[str, float]:
+        """The per-run hyper-parameters the phases read (``group_hparams``) at training step
+        ``step`` (steps done before this one); a method with a schedule overrides this and
+        names the step-dependent keys in ``scheduled_hparams``."""
         return {k: getattr(self, k) for k in self.group_hparams}
 
     @property

@@ -1,6 +1,7 @@
-"""Scoring from Python: :func:`evaluate` takes a run directory, a model and a data set, a
-codes file or arrays; :func:`encode_points` makes a codes file's arrays from a model
-(``factorvae encode``); :func:`load_codes` reads one (``factorvae metrics``).
+"""Codes from models and files: :func:`score_model` scores a model or an image function on a
+data set, :func:`encode_points` makes a codes file's arrays from a model (``factorvae
+encode``); :func:`load_codes` reads one (``factorvae metrics``). ``factorvae.evaluate``
+(factorvae.usecases.evaluate) dispatches to these.
 
 A codes file (.npz) holds ``factors`` (n, K) integer classes, ``codes`` (n, D) and ``sizes``
 (K), optionally ``names`` (K): either every grid point once (all six metrics) or a random
@@ -19,11 +20,9 @@ from tqdm.auto import tqdm
 
 from factorvae.data import load_dataset
 from factorvae.errors import UserError
-from factorvae.export import is_export, load_exported
 from factorvae.io import check_memory, read_json
 from factorvae.metrics import suite
 from factorvae.metrics.codes import Codes
-from factorvae.runs import load_run
 
 #: encode every grid point by default up to this many (dSprites: 737,280; 3D Shapes: 480,000)
 ALL_POINTS_UP_TO = 1_000_000
@@ -31,69 +30,7 @@ ALL_POINTS_UP_TO = 1_000_000
 DEFAULT_SAMPLE = 100_000
 
 
-def evaluate(source=None, *, model=None, dataset=None, codes=None, factors=None, sizes=None, names=None,
-             metrics=None, preset: str = "dlib", seed: int = 0, overrides: dict | None = None,
-             device: str = "cpu", batch_size: int = 256, progress: bool = False) -> dict:
-    """Score a representation with the disentanglement metrics; returns a JSON-ready dict.
-
-    Give exactly one of:
-
-    - ``source``: a run directory (its last checkpoint; nothing is written: ``factorvae eval``
-      writes eval.json), an export folder (``factorvae export``), a run from
-      :func:`factorvae.runs.load_run`, a codes file (.npz, ``factorvae encode``), or a
-      :class:`~factorvae.metrics.codes.Codes`;
-    - ``model=`` with ``dataset=``: a model with ``representation(x)`` (the encoder mean for
-      VAEs) or any function mapping images (B, C, 64, 64) in [0, 1] to codes (B, D);
-      ``dataset`` is a data set with a factor grid or its name (``"dsprites"``);
-    - ``codes=`` (n, D) with ``factors=`` (n, K) classes and ``sizes=`` (K) (and optionally
-      ``names=``): every grid point once, or a random sample of grid points of any size.
-
-    ``metrics``: None (all; for a sample, the four it serves), ``"mig,dci"`` or a list of
-    ``factor_vae`` (FactorVAE metric, paper §4), ``beta_vae`` (Higgins et al.), ``mig``,
-    ``dci``, ``sap``, ``modularity_explicitness``. ``preset``: ``dlib`` (disentanglement_lib's
-    study settings), ``paper`` or ``fast``; :func:`factorvae.metrics.plan.describe` says what
-    each costs. ``overrides``: ``{"factor_vae": {"num_train": 800}}``. ``seed``: every draw
-    comes from it (one generator per metric), so a seed means one result.
-
-    A random sample cannot serve the FactorVAE and Higgins metrics (they fix one factor at a
-    time and need the codes of points they choose): naming them raises a UserError; score the
-    model instead. The result has one entry per metric (disentanglement_lib's keys plus
-    extras), ``settings`` (preset, seed, parameters, factors; ``sample`` for a sample) and
-    ``seconds``. Example::
-
-        import factorvae
-        r = factorvae.evaluate("runs/demo", preset="fast")
-        r = factorvae.evaluate(codes=z, factors=y, sizes=[3, 6, 40, 32, 32], metrics="mig,dci")
-        r["mig"]["discrete_mig"]
-    """
-    given = [n for n, v in (("source", source), ("model", model), ("codes", codes)) if v is not None]
-    if len(given) != 1:
-        raise UserError("evaluate: give exactly one of a source (run directory, run, .npz, Codes), model= (with "
-                        f"dataset=) or codes= (with factors= and sizes=); got {', '.join(given) or 'none'}")
-    kw = dict(metrics=metrics, preset=preset, seed=seed, overrides=overrides)
-    if codes is not None:
-        if isinstance(codes, Codes):
-            return suite.evaluate(codes, **kw)
-        if factors is None or sizes is None:
-            raise UserError("evaluate: codes= needs factors= (n, K) classes and sizes= (K) of the factor grid")
-        return suite.evaluate(Codes.from_points(factors, codes, sizes, names, source="codes"), **kw)
-    if model is not None:
-        return _evaluate_model(model, _dataset(dataset), kw, batch_size, progress)
-    if isinstance(source, Codes):
-        return suite.evaluate(source, **kw)
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if path.suffix == ".npz" or path.is_file():
-            return suite.evaluate(load_codes(path), **kw)
-        suite.parse_metrics(metrics), suite.preset_params(preset)  # fail before loading
-        load = load_exported if is_export(path) else load_run
-        source = load(path, device=device, progress=progress)
-    if hasattr(source, "model") and hasattr(source, "dataset"):
-        return _evaluate_model(source.model, source.dataset, kw, batch_size, progress)
-    raise UserError(f"evaluate: cannot score a {type(source).__name__}; give a run directory, a run, an .npz or Codes")
-
-
-def _dataset(dataset):
+def as_dataset(dataset):
     if dataset is None:
         raise UserError("evaluate: model= needs dataset= (a data set with a factor grid, or its name)")
     if isinstance(dataset, str):
@@ -101,7 +38,8 @@ def _dataset(dataset):
     return dataset
 
 
-def _evaluate_model(model, dataset, kw: dict, batch_size: int, progress: bool) -> dict:
+def score_model(model, dataset, kw: dict, batch_size: int, progress: bool) -> dict:
+    """Suite scores of ``model`` (with ``representation`` or a function of images) on ``dataset``."""
     if hasattr(model, "representation"):
         return suite.evaluate_model(model, dataset, batch_size=batch_size, progress=progress, **kw)
     if not callable(model):

@@ -21,6 +21,7 @@ import numpy as np
 
 from factorvae.errors import UserError
 from factorvae.metrics.codes import Codes
+from factorvae.metrics.record import Metric
 
 
 def draw_pairs(grid, n: int, batch_size: int, rng: np.random.Generator):
@@ -66,3 +67,18 @@ def beta_vae(codes: Codes, rng: np.random.Generator, batch_size: int = 64, num_t
     eval_accuracy = float(np.mean(model.predict(eval_x) == eval_y))
     return {"train_accuracy": train_accuracy, "eval_accuracy": eval_accuracy,
             "classifier_iterations": int(np.max(model.n_iter_))}
+
+
+def draws(params, num_grid: int) -> int:
+    """Grid points drawn: two per pair, L pairs per training and evaluation point."""
+    return int(2 * (params["num_train"] + params["num_eval"]) * params["batch_size"])
+
+
+_DLIB = {"batch_size": 64, "num_train": 10000, "num_eval": 5000}
+
+METRIC = Metric(
+    name="beta_vae", function=beta_vae, label="Higgins (β-VAE) metric", fixes_factor=True, draws=draws,
+    keys=("train_accuracy", "eval_accuracy"), headline="eval_accuracy",
+    presets={"dlib": _DLIB, "paper": _DLIB, "fast": {"batch_size": 64, "num_train": 300, "num_eval": 200}},
+    seconds={"fast": 0.5, "dlib": 0.8, "paper": 1.5},
+)

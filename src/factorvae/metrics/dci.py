@@ -27,6 +27,7 @@ import scipy.stats
 
 from factorvae.errors import UserError
 from factorvae.metrics.codes import Codes
+from factorvae.metrics.record import Metric
 from factorvae.metrics.gbt import GradientBoostedTrees
 
 BACKENDS = ("exact", "sklearn")
@@ -114,3 +115,14 @@ def dci(codes: Codes, rng: np.random.Generator, num_train: int = 10000, num_test
         "informativeness_test": float(np.mean(acc_test)),
         "importance_matrix": importance.tolist(),
     }
+
+
+_DLIB = {"num_train": 10000, "num_test": 5000}
+
+METRIC = Metric(
+    name="dci", function=dci, label="DCI disentanglement",
+    keys=("disentanglement", "completeness", "informativeness_train", "informativeness_test"),
+    headline="disentanglement",
+    presets={"dlib": _DLIB, "paper": _DLIB, "fast": {"num_train": 2000, "num_test": 1000}},
+    seconds={"fast": 18.3, "dlib": 73.3, "paper": 75.3},
+)

@@ -18,6 +18,7 @@ import numpy as np
 
 from factorvae.errors import UserError
 from factorvae.metrics.codes import Codes
+from factorvae.metrics.record import Metric
 
 
 def histogram_discretize(z: np.ndarray, num_bins: int = 20) -> np.ndarray:
@@ -82,3 +83,12 @@ def mig(codes: Codes, rng: np.random.Generator, num_train: int = 10000, num_bins
     if out["discrete_mig"] is None:
         out["unscorable"] = f"every factor shows a single value in the {num_train} sampled points (entropy 0)"
     return out
+
+
+_DLIB = {"num_train": 10000, "num_bins": 20}
+
+METRIC = Metric(
+    name="mig", function=mig, label="MIG", keys=("discrete_mig",), headline="discrete_mig",
+    presets={"dlib": _DLIB, "paper": _DLIB, "fast": {"num_train": 5000, "num_bins": 20}},
+    seconds={"fast": 0.0, "dlib": 0.0, "paper": 0.0},
+)

@@ -23,6 +23,7 @@ import numpy as np
 
 from factorvae.errors import UserError
 from factorvae.metrics.codes import Codes
+from factorvae.metrics.record import Metric
 from factorvae.metrics.mig import discrete_mutual_info, histogram_discretize
 
 
@@ -83,3 +84,13 @@ def modularity_explicitness(codes: Codes, rng: np.random.Generator, num_train: i
         "modularity_per_code": per_code.tolist(),
         "mutual_info": mi.tolist(),
     }
+
+
+_DLIB = {"num_train": 10000, "num_test": 5000, "num_bins": 20}
+
+METRIC = Metric(
+    name="modularity_explicitness", function=modularity_explicitness, label="modularity",
+    keys=("modularity_score", "explicitness_score_train", "explicitness_score_test"), headline="modularity_score",
+    presets={"dlib": _DLIB, "paper": _DLIB, "fast": {"num_train": 2000, "num_test": 1000, "num_bins": 20}},
+    seconds={"fast": 0.8, "dlib": 2.3, "paper": 2.0},
+)

@@ -15,6 +15,7 @@ import math
 
 from factorvae.metrics import suite
 from factorvae.metrics.codes import Codes
+from factorvae.metrics.registry import RECORDS
 
 #: CPU seconds of one idle core (benchmarks/eval_cost.py; end to end checked with
 #: benchmarks/eval_presets.py; docs/metrics.md, "Cost of a preset")
@@ -23,28 +24,11 @@ MEASURED = {
     "encode_images_per_s": 2430,  # 0.411 ms of CPU per image, batches of 256
     "classes": 113,  # dSprites' scored factors: 3 + 6 + 40 + 32 + 32
     "images_mb": 737_280 * 64 * 64 / 2**20,  # its uint8 images, held in memory by `eval`
-    # per preset: each metric's own compute (CPU s; cache filled) and the peak resident
-    # memory (MiB) of a whole `eval` process, data set included (fast: measured end to end;
-    # dlib, paper: fast's plus the 162 MiB their larger draws added in eval_cost.py)
-    "presets": {
-        "fast": {"metric_seconds": {"factor_vae": 0.1, "beta_vae": 0.5, "mig": 0.0, "dci": 18.3, "sap": 0.4,
-                                    "modularity_explicitness": 0.8}, "peak_memory_mb": 3440},
-        "dlib": {"metric_seconds": {"factor_vae": 0.8, "beta_vae": 0.8, "mig": 0.0, "dci": 73.3, "sap": 1.6,
-                                    "modularity_explicitness": 2.3}, "peak_memory_mb": 3600},
-        "paper": {"metric_seconds": {"factor_vae": 0.1, "beta_vae": 1.5, "mig": 0.0, "dci": 75.3, "sap": 1.1,
-                                     "modularity_explicitness": 2.0}, "peak_memory_mb": 3600},
-    },
+    # per preset: the peak resident memory (MiB) of a whole `eval` process, data set included
+    # (fast: measured end to end; dlib, paper: fast's plus the 162 MiB their larger draws added
+    # in eval_cost.py). Each metric's own compute time is its record's ``seconds``.
+    "presets": {"fast": {"peak_memory_mb": 3440}, "dlib": {"peak_memory_mb": 3600}, "paper": {"peak_memory_mb": 3600}},
 }
-
-
-def draws(name: str, params: dict, num_grid: int) -> int:
-    """Grid points metric ``name`` asks codes for with ``params`` (repeats counted)."""
-    if name == "factor_vae":
-        std = params.get("num_variance_estimate") or num_grid
-        return int(std + (params["num_train"] + params["num_eval"]) * params["batch_size"])
-    if name == "beta_vae":
-        return int(2 * (params["num_train"] + params["num_eval"]) * params["batch_size"])
-    return int(params["num_train"] + params.get("num_test", 0))
 
 
 def describe(preset: str = "dlib", metrics=None, codes: Codes | None = None, grid=None,
@@ -52,7 +36,7 @@ def describe(preset: str = "dlib", metrics=None, codes: Codes | None = None, gri
     """What ``evaluate`` will do: the metrics, the grid points each draws, the images a model
     must encode (each grid point at most once: the expected number of distinct points among
     the draws, every draw being uniform over the grid) and the expected seconds and memory
-    (from MEASURED; ``None`` where not measured). Give ``codes`` (arrays: nothing to encode)
+    (each metric's record and MEASURED; ``None`` where not measured). Give ``codes`` (arrays: nothing to encode)
     or the model's ``grid`` (and its images' ``channels``)."""
     if codes is not None:
         names, grid = suite.sample_metrics(codes, metrics), codes.grid
@@ -62,14 +46,14 @@ def describe(preset: str = "dlib", metrics=None, codes: Codes | None = None, gri
     for name, extra in suite.check_overrides(overrides).items():
         params[name].update(extra)
     num_grid = len(grid) if grid is not None else 0
-    per_metric = {m: draws(m, params[m], num_grid) for m in names}
+    per_metric = {m: RECORDS[m].draws(params[m], num_grid) for m in names}
     total = sum(per_metric.values())
     if codes is not None or not num_grid:
         to_encode = 0
     else:
         to_encode = round(num_grid * -math.expm1(-total / num_grid))
     measured = MEASURED["presets"].get(preset, {})
-    compute = [measured.get("metric_seconds", {}).get(m) for m in names]
+    compute = [RECORDS[m].seconds.get(preset) for m in names]
     seconds = memory = None
     if grid is not None and all(c is not None for c in compute) and not overrides:
         scale = sum(s for s in grid.sizes if s > 1) / MEASURED["classes"]

@@ -100,15 +100,14 @@ def check_representation(representation: str) -> str:
 
 
 def evaluate_model(model, dataset, representation: str = "mean", preset: str = "fast", seed: int = 0, metrics=None,
-                   batch_size: int = 256, progress: bool = False, overrides: dict | None = None,
-                   announce: bool = True) -> dict:
+                   batch_size: int = 256, progress: bool = False, overrides: dict | None = None) -> dict:
     """``suite.evaluate_model`` for the mean, the sampled representation, or both. ``both``:
     the mean's result as usual plus ``sampled`` (the same metrics, seeds and parameters on
     the sampled codes); the encoder figures count the one shared pass."""
     check_representation(representation)
     if representation == "mean":
         return suite.evaluate_model(model, dataset, preset=preset, seed=seed, metrics=metrics, batch_size=batch_size,
-                                    progress=progress, overrides=overrides, announce=announce)
+                                    progress=progress, overrides=overrides)
     suite.parse_metrics(metrics), suite.preset_params(preset), suite.check_overrides(overrides)  # fail before encoding
     was_training = getattr(model, "training", False)
     model.eval()

@@ -15,6 +15,7 @@ import numpy as np
 
 from factorvae.errors import UserError
 from factorvae.metrics.codes import Codes
+from factorvae.metrics.record import Metric
 
 
 def score_matrix(z_train, y_train, z_test, y_test, continuous_factors: bool, rng: np.random.Generator) -> np.ndarray:
@@ -54,3 +55,12 @@ def sap(codes: Codes, rng: np.random.Generator, num_train: int = 10000, num_test
     (y_train, z_train), (y_test, z_test) = codes.sample_split(num_train, num_test, rng)
     s = score_matrix(z_train, y_train, z_test, y_test, bool(continuous_factors), rng)
     return {"SAP_score": avg_diff_top_two(s), "score_matrix": s.tolist()}
+
+
+_DLIB = {"num_train": 10000, "num_test": 5000, "continuous_factors": False}
+
+METRIC = Metric(
+    name="sap", function=sap, label="SAP", keys=("SAP_score",), headline="SAP_score",
+    presets={"dlib": _DLIB, "paper": _DLIB, "fast": {"num_train": 2000, "num_test": 1000, "continuous_factors": False}},
+    seconds={"fast": 0.4, "dlib": 1.6, "paper": 1.1},
+)

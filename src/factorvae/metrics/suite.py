@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import sys
 import time
 import zlib
 
@@ -28,90 +27,35 @@ import yaml
 
 from factorvae.data import require_grid
 from factorvae.errors import UserError
-from factorvae.metrics.beta_vae import beta_vae
 from factorvae.metrics.codes import FIXES_FACTORS, Codes
-from factorvae.metrics.dci import dci
-from factorvae.metrics.factor_vae import factor_vae
-from factorvae.metrics.mig import mig
-from factorvae.metrics.modularity import modularity_explicitness
-from factorvae.metrics.sap import sap
+from factorvae.metrics.record import PRESET_NAMES
+from factorvae.metrics.registry import RECORDS
 
-FUNCTIONS = {
-    "factor_vae": factor_vae,
-    "beta_vae": beta_vae,
-    "mig": mig,
-    "dci": dci,
-    "sap": sap,
-    "modularity_explicitness": modularity_explicitness,
-}
-METRICS: tuple[str, ...] = tuple(FUNCTIONS)
+#: every registered metric, in table order (metrics/registry.py)
+METRICS: tuple[str, ...] = tuple(RECORDS)
+#: what ``metrics=None`` runs: the records marked ``default``
+DEFAULT_METRICS: tuple[str, ...] = tuple(n for n, r in RECORDS.items() if r.default)
 #: metrics that hold one factor fixed (paper §4): they need codes of chosen grid points
-FIXED_FACTOR_METRICS = ("factor_vae", "beta_vae")
+FIXED_FACTOR_METRICS = tuple(n for n, r in RECORDS.items() if r.fixes_factor)
 #: metrics that only draw random grid points: a random sample of codes serves them
 SAMPLE_METRICS = tuple(m for m in METRICS if m not in FIXED_FACTOR_METRICS)
 
-#: the headline value of each metric (tables, logs)
-HEADLINE = {
-    "factor_vae": "eval_accuracy",
-    "beta_vae": "eval_accuracy",
-    "mig": "discrete_mig",
-    "dci": "disentanglement",
-    "sap": "SAP_score",
-    "modularity_explicitness": "modularity_score",
-}
-
-#: the keys disentanglement_lib reports, per metric
-REPORTED = {
-    "factor_vae": ("train_accuracy", "eval_accuracy", "num_active_dims"),
-    "beta_vae": ("train_accuracy", "eval_accuracy"),
-    "mig": ("discrete_mig",),
-    "dci": ("disentanglement", "completeness", "informativeness_train", "informativeness_test"),
-    "sap": ("SAP_score",),
-    "modularity_explicitness": ("modularity_score", "explicitness_score_train", "explicitness_score_test"),
-}
-
-_DLIB = {
-    "factor_vae": {"batch_size": 64, "num_train": 10000, "num_eval": 5000, "num_variance_estimate": 10000,
-                   "prune_threshold": 0.05},
-    "beta_vae": {"batch_size": 64, "num_train": 10000, "num_eval": 5000},
-    "mig": {"num_train": 10000, "num_bins": 20},
-    "dci": {"num_train": 10000, "num_test": 5000},
-    "sap": {"num_train": 10000, "num_test": 5000, "continuous_factors": False},
-    "modularity_explicitness": {"num_train": 10000, "num_test": 5000, "num_bins": 20},
-}
-
-PRESETS: dict[str, dict[str, dict]] = {
-    "dlib": _DLIB,
-    "paper": {
-        **copy.deepcopy(_DLIB),
-        # L = 100, 800 + 800 votes: the best-supported reading of Appendix B;
-        # std over a 10,000-point random subset ("or a large enough random subset");
-        # collapsed dims: std of the means < 0.05 (the paper prunes by a rule not confirmed).
-        "factor_vae": {"batch_size": 100, "num_train": 800, "num_eval": 800, "num_variance_estimate": 10000,
-                       "prune_threshold": 0.05},
-    },
-    "fast": {
-        "factor_vae": {"batch_size": 64, "num_train": 500, "num_eval": 500, "num_variance_estimate": 5000,
-                       "prune_threshold": 0.05},
-        "beta_vae": {"batch_size": 64, "num_train": 300, "num_eval": 200},
-        "mig": {"num_train": 5000, "num_bins": 20},
-        "dci": {"num_train": 2000, "num_test": 1000},
-        "sap": {"num_train": 2000, "num_test": 1000, "continuous_factors": False},
-        "modularity_explicitness": {"num_train": 2000, "num_test": 1000, "num_bins": 20},
-    },
-}
+PRESETS: dict[str, dict[str, dict]] = {p: {n: r.presets[p] for n, r in RECORDS.items()} for p in PRESET_NAMES}
 
 
 def parse_metrics(metrics) -> list[str]:
-    """None / "all" -> every metric; "a,b" or a list -> those, validated, in canonical order."""
-    if metrics is None or metrics == "all" or metrics == ["all"]:
+    """None -> the default metrics; "all" -> every registered one; "a,b" or a list -> those,
+    validated, in canonical order."""
+    if metrics is None:
+        return list(DEFAULT_METRICS)
+    if metrics == "all" or metrics == ["all"]:
         return list(METRICS)
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",")]
     names = [m for m in metrics if m]
     if not names:
         raise UserError(f"no metric named; choose from {', '.join(METRICS)}")
-    unknown = [m for m in names if m not in FUNCTIONS]
+    unknown = [m for m in names if m not in RECORDS]
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
     return [m for m in METRICS if m in names]
@@ -127,11 +71,11 @@ def check_overrides(overrides: dict | None) -> dict[str, dict]:
     """Validate {metric: {param: value}}: known metrics and parameters only."""
     out: dict[str, dict] = {}
     for name, params in (overrides or {}).items():
-        if name not in FUNCTIONS:
+        if name not in RECORDS:
             raise UserError(f"unknown metric {name!r} in a setting; choose from {', '.join(METRICS)}")
         if not isinstance(params, dict):
             raise UserError(f"settings of {name} must be param=value pairs")
-        signature = inspect.signature(FUNCTIONS[name]).parameters
+        signature = inspect.signature(RECORDS[name].function).parameters
         allowed = [p for p in signature if p not in ("codes", "rng")]
         for key, value in params.items():
             if key not in allowed:
@@ -205,7 +149,7 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
             codes.draws.clear()
         t = time.perf_counter()
         try:
-            result = FUNCTIONS[name](codes, metric_rng(seed, name), **params[name])
+            result = RECORDS[name].function(codes, metric_rng(seed, name), **params[name])
         except TypeError as e:
             if name not in overrides:
                 raise
@@ -237,18 +181,12 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
 
 
 def evaluate_model(model, dataset, preset: str = "fast", seed: int = 0, metrics=None, batch_size: int = 256,
-                   progress: bool = False, overrides: dict[str, dict] | None = None, announce: bool = True) -> dict:
+                   progress: bool = False, overrides: dict[str, dict] | None = None) -> dict:
     """Score a model's representation (``model.representation``: encoder means for VAEs) on
-    the data set's factor grid; what ``train --eval-every`` and ``factorvae eval`` call. With
-    ``progress`` (and ``announce``: False where the caller printed it already), first prints
-    what it will do (``plan.describe``) to stderr."""
+    the data set's factor grid; what ``train --eval-every`` and ``factorvae eval`` call. The
+    caller prints the plan (``plan.describe``) if it wants one; ``progress``: a progress bar."""
     grid = require_grid(dataset)
     parse_metrics(metrics), preset_params(preset), check_overrides(overrides)  # fail before encoding
-    if progress and announce:  # what it will do and cost, before the minutes start
-        from factorvae.metrics.plan import describe, format_plan  # local: plan imports this module
-
-        plan = describe(preset, metrics, grid=grid, overrides=overrides, channels=getattr(dataset, "channels", 1))
-        print(format_plan(plan), file=sys.stderr, flush=True)
     try:
         device = next(model.parameters()).device
     except (StopIteration, AttributeError):
@@ -284,7 +222,7 @@ def sample_notes(codes: Codes, metrics, draws: dict[str, list]) -> dict:
     """What scoring a sample did differently from scoring the grid: skipped metrics, points
     used where the sample was smaller than asked, factor classes the sample never shows."""
     out = {"points": codes.num_points,
-           "skipped": [m for m in FIXED_FACTOR_METRICS if metrics in (None, "all", ["all"])],
+           "skipped": [m for m in parse_metrics(metrics) if m in FIXED_FACTOR_METRICS],
            "short": {m: d for m, d in draws.items() if any(x["asked"] != x["got"] for x in d)},
            "missing_classes": codes.missing_classes()}
     return out
@@ -312,7 +250,7 @@ def sample_warnings(results: dict) -> list[str]:
 
 def headline(results: dict) -> dict[str, float]:
     """{metric: headline value} of the metrics that could score (an unscorable one is None)."""
-    return {m: results[m][HEADLINE[m]] for m in METRICS if m in results and results[m].get(HEADLINE[m]) is not None}
+    return {m: results[m][RECORDS[m].headline] for m in METRICS if m in results and results[m].get(RECORDS[m].headline) is not None}
 
 
 def not_scored(value, result: dict) -> str:
@@ -326,11 +264,11 @@ def format_table(results: dict) -> str:
     """A plain-text table: one line per reported value, with each metric's seconds."""
     lines = []
     seconds = results.get("seconds", {})
-    width = max(len(f"{m}.{k}") for m in METRICS for k in REPORTED[m])
+    width = max(len(f"{m}.{k}") for m in METRICS for k in RECORDS[m].keys)
     for m in METRICS:
         if m not in results:
             continue
-        for i, k in enumerate(REPORTED[m]):
+        for i, k in enumerate(RECORDS[m].keys):
             v = results[m].get(k)
             val = f"{v:.4f}" if isinstance(v, float) else ("n/a" if not_scored(v, results[m]) else str(v))
             t = f"{seconds[m]:7.1f}s" if i == 0 and m in seconds else ""

@@ -15,22 +15,16 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from factorvae.metrics.registry import RECORDS
 from factorvae.runs import RunDir
 
+#: disentanglement_lib's lower-case SAP key, found in older result tables
+LEGACY_KEYS = {"sap": ["sap_score"]}
 PRIMARY = "factor_vae.eval_accuracy"
 SECONDARY = "beta_vae.eval_accuracy"
-#: the headline score of each metric, first match wins
-MAIN_SCORES = {
-    "factor_vae": ["eval_accuracy"],
-    "beta_vae": ["eval_accuracy"],
-    "mig": ["discrete_mig"],
-    "dci": ["disentanglement"],
-    "sap": ["SAP_score", "sap_score"],
-    "modularity_explicitness": ["modularity_score"],
-}
-NICE = {"factor_vae.eval_accuracy": "FactorVAE metric", "beta_vae.eval_accuracy": "Higgins (β-VAE) metric",
-        "mig.discrete_mig": "MIG", "dci.disentanglement": "DCI disentanglement", "sap.SAP_score": "SAP",
-        "sap.sap_score": "SAP", "modularity_explicitness.modularity_score": "modularity",
+#: the headline score of each metric (its record), then older spellings: first match wins
+MAIN_SCORES = {n: [r.headline] + LEGACY_KEYS.get(n, []) for n, r in RECORDS.items()}
+NICE = {**{f"{n}.{k}": r.label for n, r in RECORDS.items() for k in [r.headline] + LEGACY_KEYS.get(n, [])},
         "recon": "reconstruction error", "analysis.true_tc": "true TC", "final.tc": "discriminator TC",
         "analysis.log_px": "log p(x)", "active_dims": "active dims"}
 #: a finished trial is flagged when its reconstruction error exceeds this multiple of the median

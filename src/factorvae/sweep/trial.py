@@ -27,7 +27,7 @@ from factorvae.metrics.tc import model_total_correlation
 from factorvae.runs import RunDir, load_run, open_dataset
 from factorvae.sweep.spec import Trial
 from factorvae.sweep.trialdir import TrialState, inspect_trial, quarantine, write_error, write_trial_json
-from factorvae.trainer import train
+from factorvae.usecases.train import train_run
 
 _DATASETS: dict = {}
 
@@ -75,7 +75,8 @@ def _load_dataset(cfg: dict):
 
 
 def _train(cfg, out, resume, progress, dataset):  # a seam for tests (fault injection)
-    return train(cfg, out, resume=resume, progress=progress, dataset=dataset)
+    # threads=0: run_trial has set this trial's share of the cores
+    return train_run(out, cfg, resume=resume, threads=0, progress=progress, dataset=dataset)
 
 
 def run_trial(trial: Trial, trial_dir: str, threads: int = 0, progress: bool = False,

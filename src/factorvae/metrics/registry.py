@@ -7,7 +7,8 @@ tables, JSON and the report.
 
 from __future__ import annotations
 
-from factorvae.metrics import beta_vae, dci, factor_vae, mig, modularity, sap
+from factorvae.metrics import (beta_vae, dci, downstream, factor_vae, fairness, irs, mig, modularity,
+                               reduced_downstream, sap, strong_downstream, unsupervised)
 from factorvae.metrics.record import Metric
 
 RECORDS: dict[str, Metric] = {m.name: m for m in (
@@ -17,4 +18,11 @@ RECORDS: dict[str, Metric] = {m.name: m for m in (
     dci.METRIC,
     sap.METRIC,
     modularity.METRIC,
+    irs.METRIC,
+    unsupervised.METRIC,
+    downstream.METRIC_LOGREG,
+    downstream.METRIC_BOOST,
+    fairness.METRIC,
+    strong_downstream.METRIC,
+    reduced_downstream.METRIC,
 )}

@@ -38,8 +38,29 @@ def test_annealed_loss_uses_the_step_it_is_given():
     logs = m.train_step(x, None, 50)
     assert logs["capacity"].item() == 5.0
     assert math.isclose(logs["loss"].item(), logs["recon"].item() + 3 * abs(logs["kl"].item() - 5.0), rel_tol=1e-5)
-    with pytest.raises(UserError, match="--group-size 1"):  # noise without a step: refused, not stale
-        m.draw_noise(4, x.device, x.dtype)
+    assert m.train_step(x, None, 200)["capacity"].item() == 10.0  # held at c_max after the threshold
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_annealed_group_runs_equal_single_runs_at_their_own_steps(strategy):
+    """A vectorised group schedules each member's C from that member's step (Method.hparams)."""
+    from factorvae.group import RunGroup
+
+    cfgs = [dict(c_max=10, iteration_threshold=4, gamma=3), dict(c_max=6, iteration_threshold=2, gamma=5)]
+    singles = [make("annealedvae", **c) for c in cfgs]
+    members = [make("annealedvae", **c) for c in cfgs]
+    for a, b in zip(singles, members):
+        b.load_state_dict(a.state_dict())
+        b.generator.set_state(a.generator.get_state())
+    group = RunGroup(members, [torch.Generator().manual_seed(i) for i in range(2)], strategy=strategy)
+    g = torch.Generator().manual_seed(3)
+    for step in range(3):
+        x = torch.rand(4, 1, 64, 64, generator=g)
+        logs = group.step(x.expand(2, *x.shape), None, [step, step + 5])
+        for i, (m, s) in enumerate(zip(singles, (step, step + 5))):
+            ref = m.train_step(x, None, s)
+            assert logs["capacity"][i].item() == pytest.approx(ref["capacity"].item())
+            assert logs["loss"][i].item() == pytest.approx(ref["loss"].item(), rel=1e-4)
 
 
 def test_annealed_resume_is_exact_and_logs_the_capacity(tmp_path, cli):

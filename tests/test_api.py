@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import factorvae
 from factorvae.usecases import train as train_case
@@ -147,6 +148,12 @@ def test_threads_option(cli, toy_run, tmp_path, monkeypatch):
     code, out, err = cli("train", "--model", "vae", "--dataset", "toy", "--steps", "2", "--threads", "0",
                          "--out", tmp_path / "bad")
     assert code == 2 and "--threads must be >= 1" in err and not (tmp_path / "bad").exists()
+    # a new run with train.threads in its config trains with that many, whatever the process had
+    torch.set_num_threads(2)
+    code, out, err = cli("train", "--config", ROOT / "configs" / "toy.yaml", "--steps", "1", "--out", tmp_path / "one",
+                         "--no-progress", "--set", "train.threads=1", *SMALL)
+    assert code == 0, err
+    assert torch.get_num_threads() == 1
     # no --threads: picked from the load (here: a busy machine), recorded in the run's config
     monkeypatch.setattr(train_case.os, "getloadavg", lambda: (7.5, 7.0, 7.0))
     code, out, err = cli("train", "--config", ROOT / "configs" / "toy.yaml", "--steps", "2", "--out",

@@ -249,8 +249,9 @@ class RunGroup:
                            for i, m in enumerate(self.members)]
             return {k: torch.stack([logs[k] for logs in per_run]) for k in per_run[0]}
         scheduled = self.template.m.scheduled_hparams
-        if scheduled:
-            self.hp.update(self._hparams(steps, scheduled))
+        if scheduled:  # in place: a captured step (fastpath.GraphStep) reads these very tensors
+            for k, v in self._hparams(steps, scheduled).items():
+                self.hp[k].copy_(v)
         batch_size, dtype = x1.shape[1], self.members[0].param_dtype
         draws = [m.draw_noise(batch_size, x1.device, dtype) for m in self.members]
         noise = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}

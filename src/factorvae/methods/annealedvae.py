@@ -7,16 +7,15 @@ then held. Option names and defaults are disentanglement_lib's (``annealed_vae.p
 γ = 1,000, ``iteration_threshold`` = 100,000; ``c_max`` is swept in Locatello et al. 2019, 25
 by default here, Burgess et al.'s dSprites value).
 
-C depends on the training step only, so resuming from a checkpoint at step s continues exactly.
-``train_step`` (and a vectorised group, through ``set_step``) sets the step before the step's
-noise is drawn; the current C is logged as ``capacity``.
+C depends on the training step only (a scheduled hyper-parameter: ``hparams(step)``, which single
+runs and vectorised groups alike call with each run's own step), so resuming from a checkpoint at
+step s continues exactly; the current C is logged as ``capacity``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from factorvae.errors import UserError
 from factorvae.methods.base import check_number
 from factorvae.methods.vae import VAE
 
@@ -24,8 +23,9 @@ from factorvae.methods.vae import VAE
 class AnnealedVAE(VAE):
     name = "annealedvae"
     defaults = {"gamma": 1000.0, "c_max": 25.0, "iteration_threshold": 100_000}
-    group_hparams = ("gamma",)
-    #: c_max and iteration_threshold may differ between the runs of a group (read per run in draw_noise)
+    group_hparams = ("gamma", "capacity")
+    scheduled_hparams = ("capacity",)
+    #: c_max and iteration_threshold may differ between the runs of a group (they only shape C)
     group_options = ("gamma", "c_max", "iteration_threshold")
 
     @classmethod
@@ -40,31 +40,19 @@ class AnnealedVAE(VAE):
         self.gamma = float(self.cfg["gamma"])
         self.c_max = float(self.cfg["c_max"])
         self.iteration_threshold = int(self.cfg["iteration_threshold"])
-        self._step: int | None = None
 
     def capacity(self, step: int) -> float:
         """C at training step ``step`` (dlib: ``min(c_max, c_max * step / iteration_threshold)``)."""
         return min(self.c_max, self.c_max * int(step) / self.iteration_threshold)
 
-    def set_step(self, step: int) -> None:
-        """The step whose noise is drawn next (a vectorised group calls this before draw_noise)."""
-        self._step = int(step)
-
-    def train_step(self, batch, batch2, step):
-        self.set_step(step)
-        return super().train_step(batch, batch2, step)
-
-    def draw_noise(self, batch_size, device, dtype):
-        if self._step is None:  # a C from a stale step would be silently wrong
-            raise UserError("annealedvae needs the training step for its capacity C, and this vectorised group does "
-                            "not pass it (set_step); train its runs with --group-size 1")
-        c = torch.tensor(self.capacity(self._step), device=device, dtype=dtype)
-        self._step = None
-        return {**super().draw_noise(batch_size, device, dtype), "capacity": c}
+    def hparams(self, step: int = 0) -> dict[str, float]:
+        """γ and C at training step ``step`` (steps done before this one)."""
+        return {"gamma": self.gamma, "capacity": self.capacity(step)}
 
     def elbo_phase(self, batch, batch2, noise, hp, carry):
         """recon + γ·|KL − C| on batch B, KL the batch mean summed over dimensions (as dlib)."""
         mean, logvar, z, recon, kl_dims = self.elbo_terms(batch, noise["eps"])
-        kl, c = kl_dims.sum(), noise["capacity"]
+        kl, c = kl_dims.sum(), hp["capacity"]
         loss = recon + hp["gamma"] * (kl - c).abs()
-        return loss, {"loss": loss, "recon": recon, "kl": kl, "elbo": -(recon + kl), "capacity": c}, None
+        capacity = torch.as_tensor(c, dtype=kl.dtype, device=kl.device)
+        return loss, {"loss": loss, "recon": recon, "kl": kl, "elbo": -(recon + kl), "capacity": capacity}, None

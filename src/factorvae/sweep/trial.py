@@ -12,17 +12,17 @@ import traceback
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from factorvae.errors import UserError
 from factorvae.group_train import evaluate_group, train_group
 from factorvae.io import Busy, atomic_write_json
 from factorvae.loggers import log_scores
-from factorvae.methods.base import GaussianVAEBase, reparameterize
+from factorvae.methods.base import GaussianVAEBase
 from factorvae.metrics.likelihood import estimate_log_likelihood
 from factorvae.metrics.plan import describe, duration, format_plan
 from factorvae.metrics.recon import reconstruction_error
-from factorvae.metrics.suite import evaluate_model, headline
+from factorvae.metrics.sampled import evaluate_model
+from factorvae.metrics.suite import headline
 from factorvae.metrics.tc import model_total_correlation
 from factorvae.runs import RunDir, load_run, open_dataset
 from factorvae.sweep.spec import Trial
@@ -260,23 +260,6 @@ def _evaluate_grouped(trained: list[tuple[Trial, Path]]) -> dict:
     return {t.id: s for (t, _), s in zip(trained, scores)}
 
 
-class SampledCodes(nn.Module):
-    """A VAE whose representation is a draw z ~ q(z|x) instead of the mean (disentanglement_lib's
-    ``sampled`` postprocessing in Locatello et al. 2019), from a generator seeded with ``seed``.
-    The metrics' codes cache encodes each grid point once, so each point has one draw (dlib
-    draws afresh whenever it encodes an image)."""
-
-    def __init__(self, model: GaussianVAEBase, seed: int):
-        super().__init__()
-        self.model = model
-        self.generator = torch.Generator(device=next(model.parameters()).device).manual_seed(int(seed) + 17)
-
-    @torch.no_grad()
-    def representation(self, x: torch.Tensor) -> torch.Tensor:
-        mean, logvar = self.model.encode(x)
-        return reparameterize(mean, logvar, self.generator)
-
-
 def evaluate_trial(d: Path, trial: Trial, dataset, scores: dict | None = None, log=None) -> dict:
     """Metric suite -> eval.json; reconstruction error, true TC and log p(x) -> analysis.json
     (written last, with the eval hash: its presence marks the trial finished). ``log`` gets one
@@ -287,16 +270,20 @@ def evaluate_trial(d: Path, trial: Trial, dataset, scores: dict | None = None, l
     model = run.model
     dataset.to(next(model.parameters()).device)
     t0 = time.time()
+    # eval.sampled: also z ~ q(z|x), one seeded draw per image (metrics.sampled), from the same encoding pass
+    sampled = bool(ev.get("sampled") and ev["metrics"] != [] and dataset.grid is not None
+                   and isinstance(model, GaussianVAEBase))
     if scores is None and ev["metrics"] != [] and dataset.grid is not None:
         plan = describe(ev["preset"], ev["metrics"], grid=dataset.grid, channels=dataset.channels)
         log(f"metrics: {format_plan(plan)}")
-        scores = evaluate_model(model, dataset, preset=ev["preset"], seed=ev["seed"], metrics=ev["metrics"])
+        scores = evaluate_model(model, dataset, "both" if sampled else "mean", preset=ev["preset"], seed=ev["seed"],
+                                metrics=ev["metrics"])
     scores = scores or {}
-    if ev.get("sampled") and ev["metrics"] != [] and dataset.grid is not None and isinstance(model, GaussianVAEBase):
-        sampled = evaluate_model(SampledCodes(model, ev["seed"]), dataset, preset=ev["preset"], seed=ev["seed"],
-                                 metrics=ev["metrics"])
-        # the scores only: settings are the means' (top level), and would become table columns
-        scores = {**scores, "sampled": {k: v for k, v in sampled.items() if k not in ("settings", "seconds", "encoder")}}
+    if sampled and "sampled" not in scores:  # the means were scored with the group
+        scores = {**scores, "sampled": evaluate_model(model, dataset, "sampled", preset=ev["preset"], seed=ev["seed"],
+                                                      metrics=ev["metrics"])}
+    if "sampled" in scores:  # the scores only: settings are the means' (top level), and would become table columns
+        scores["sampled"] = {k: v for k, v in scores["sampled"].items() if k not in ("settings", "seconds", "encoder")}
     RunDir(d).write_eval(scores, run.config, run.step)
     t_metrics = time.time() - t0
     analysis: dict = {"eval_hash": trial.eval_hash, "eval": ev, "step": run.step}

@@ -146,8 +146,8 @@ def train_run(out, cfg: dict | None = None, *, resume: bool = False, given: dict
             resumed = True
         elif rd.exists() and say:
             say(f"factorvae train: {out} holds no checkpoint (stopped before its first); starting it again from step 0")
-        if threads is None and not (not resume and cfg["train"]["threads"]):
-            threads = pick_threads()  # picked afresh on every start: the machine's load changes
+        if threads is None:  # a new run's configured count, else picked afresh: the machine's load changes
+            threads = cfg["train"]["threads"] if not resume and cfg["train"]["threads"] else pick_threads()
         if threads:
             cfg["train"]["threads"] = threads
             torch.set_num_threads(threads)

@@ -47,7 +47,7 @@ def test_the_study_grid(study):
             assert c["model"]["lambda_d_factor"] == (10 if t.method == "dipvae1" else 1)
         if t.method == "factorvae":
             assert c["optim"]["disc"]["betas"] == [0.5, 0.9] and c["model"]["disc"]["layers"] == 6
-    assert study.trials[0].eval["metrics"] is None  # every metric of the suite
+    assert study.trials[0].eval["metrics"] == "all"  # every metric of the suite
 
 
 def test_set_narrows_data_sets_and_seeds():

@@ -260,11 +260,12 @@ def resolve_eval(value) -> dict:
     if ev["preset"] not in PRESETS:
         raise UserError(f"eval.preset must be one of {', '.join(PRESETS)}, got {ev['preset']!r}")
     m = ev["metrics"]
-    if isinstance(m, str):
+    if isinstance(m, str) and m != "all":
         m = [s.strip() for s in m.split(",") if s.strip()]
-    if m is not None:
+    if m is not None and m != "all":
         if not isinstance(m, list) or any(x not in METRICS for x in m):
-            raise UserError(f"eval.metrics must be null (all) or a list from {', '.join(METRICS)}, got {ev['metrics']!r}")
+            raise UserError(f"eval.metrics must be null (the default set), all (every metric) or a list from "
+                            f"{', '.join(METRICS)}, got {ev['metrics']!r}")
     ev["metrics"] = m
     if isinstance(ev["seed"], bool) or not isinstance(ev["seed"], int) or ev["seed"] < 0:
         raise UserError(f"eval.seed must be a whole number >= 0, got {ev['seed']!r}")

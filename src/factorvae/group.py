@@ -137,6 +137,8 @@ class RunGroup:
         self.precision = precision
         self.compile = compile
         self._phase_fns: dict = {}
+        self._next_steps: list[int] | None = None  # the members' next steps, when step() is not told
+        self._noise_blocks: tuple | None = None  # (the members' noise blocks, stacked (N, K, B, ...))
         autocast(self.device, precision)  # validates
         self._stack()
 
@@ -236,13 +238,18 @@ class RunGroup:
         x = x.view(len(self), 2 if second else 1, batch_size, *x.shape[1:])
         return x[:, 0], (x[:, 1] if second else None)
 
-    def step(self, x1: torch.Tensor, x2: torch.Tensor | None, step: int | list[int] = 0) -> dict[str, torch.Tensor]:
+    def step(self, x1: torch.Tensor, x2: torch.Tensor | None, step: int | list[int] | None = None
+             ) -> dict[str, torch.Tensor]:
         """One training step of every run; logs as (N,) tensors, left on the device. ``step``:
-        the training step of the runs (steps done before this one), or one per run; a method's
-        scheduled hyper-parameters (``Method.scheduled_hparams``) are taken at it."""
+        the training step of the runs (steps done before this one), or one per run; None: the
+        step after the last one this group made (0 at first). A method's scheduled
+        hyper-parameters (``Method.scheduled_hparams``) and its noise are taken at it."""
+        if step is None:
+            step = self._next_steps or [0] * len(self.members)
         steps = [int(s) for s in step] if isinstance(step, (list, tuple)) else [int(step)] * len(self.members)
         if len(steps) != len(self.members):
             raise ValueError("step: one training step per member")
+        self._next_steps = [s + 1 for s in steps]
         if self.strategy == "loop":
             with autocast(x1.device, self.precision):
                 per_run = [m.train_step(x1[i], None if x2 is None else x2[i], steps[i])
@@ -252,9 +259,7 @@ class RunGroup:
         if scheduled:  # in place: a captured step (fastpath.GraphStep) reads these very tensors
             for k, v in self._hparams(steps, scheduled).items():
                 self.hp[k].copy_(v)
-        batch_size, dtype = x1.shape[1], self.members[0].param_dtype
-        draws = [m.draw_noise(batch_size, x1.device, dtype) for m in self.members]
-        noise = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
+        noise = self._step_noise(steps, x1.shape[1], x1.device)
         if self.strategy == "graph":
             if self._graph is None:
                 self._graph = GraphStep(self)
@@ -286,6 +291,19 @@ class RunGroup:
             opt.step()
             logs.update(out)
         return logs
+
+    def _step_noise(self, steps: list[int], batch_size: int, device) -> dict[str, torch.Tensor]:
+        """(N, B, ...) noise of the members at their ``steps``: each member's own block
+        (``Method.noise_block``, drawn as it would be alone), stacked once per block, so a step
+        between block boundaries launches no noise kernel (a view when the runs are in step)."""
+        drawn = [m.noise_block(s, batch_size, device, m.param_dtype) for m, s in zip(self.members, steps)]
+        blocks, at = [d[0] for d in drawn], [d[1] for d in drawn]
+        held = self._noise_blocks
+        if held is None or len(held[0]) != len(blocks) or any(a is not b for a, b in zip(held[0], blocks)):
+            held = self._noise_blocks = (blocks, {k: torch.stack([b[k] for b in blocks]) for k in blocks[0]})
+        if len(set(at)) == 1:
+            return {k: v[:, at[0]] for k, v in held[1].items()}
+        return {k: torch.stack([v[i, j] for i, j in enumerate(at)]) for k, v in held[1].items()}
 
     @torch.no_grad()
     def representations(self, x: torch.Tensor) -> torch.Tensor:
@@ -343,6 +361,8 @@ class RunGroup:
         keep = [i for i, ok in enumerate(finite) if ok]
         self.members = [self.members[i] for i in keep]
         self.data_generators = [self.data_generators[i] for i in keep]
+        if self._next_steps is not None:
+            self._next_steps = [self._next_steps[i] for i in keep]
         failed_ids = [self.ids[i] for i in bad]
         self.ids = [self.ids[i] for i in keep]
         if self.members:

@@ -189,6 +189,9 @@ class RunDir:
             "optim": {k: o.state_dict() for k, o in model.optimizers().items()},
             "rng": {k: g.get_state() for k, g in generators.items()},
         }
+        noise = model.noise_checkpoint(step)  # mid-block: where the block's noise was drawn from
+        if noise is not None:
+            state["noise_rng"] = noise
         # serialised in memory first: torch.save straight to a file turns a full disk into a
         # RuntimeError ("unexpected pos ..."); a plain write names ENOSPC and the path
         buf = io.BytesIO()
@@ -231,6 +234,7 @@ class RunDir:
                 opt.load_state_dict(state["optim"][k])
             for k, g in generators.items():
                 g.set_state(state["rng"][k].cpu())  # generator states are CPU byte tensors
+            model.resume_noise(int(state["step"]), state.get("noise_rng"))
             return int(state["step"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             detail = " ".join(str(e).split())[:200]  # one line: load_state_dict lists keys on many

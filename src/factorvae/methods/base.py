@@ -7,7 +7,8 @@ FactorVAE are no special case), ``encode(x) -> (mean, logvar)``, ``decode(z) -> 
 ``representation(x) -> codes`` for metrics, and ``optimizers() -> dict`` for checkpoints.
 
 Methods that can train as a vectorised group (:mod:`factorvae.group`) are noise-explicit: one step
-draws all its noise first (``draw_noise``, from the method's generator, in a fixed order), then
+takes all its noise first (``draw_noise``, from the method's generator, in a fixed order; drawn
+for ``NOISE_BLOCK`` steps at once by ``noise_block``, the same way alone and in a group), then
 runs its ``phases``: pure functions of (batch, batch2, noise, hyper-parameters, carry) returning
 a loss for one optimiser. ``train_step`` runs them for one model; the group runs the same
 functions under ``torch.func.vmap`` over stacked parameters.
@@ -24,6 +25,11 @@ from torch import nn
 
 from factorvae.errors import UserError, check_keys
 from factorvae.nets import ArchSpec, Decoder, Encoder
+
+
+#: training steps whose noise one draw covers (``Method.noise_block``): a group member draws its
+#: noise once per block instead of a few kernels per step; blocks start at multiples of it
+NOISE_BLOCK = 100
 
 
 def check_number(section: str, key: str, value, *, minimum: float | None = None, exclusive: bool = False,
@@ -133,6 +139,8 @@ class Method(nn.Module):
         super().__init__()
         self.cfg = self.resolve(model_cfg)
         self.generator = generator
+        self._noise: tuple | None = None  # (key, block, generator state before the block)
+        self._noise_resume: tuple | None = None  # (block start, generator state) from a checkpoint
         # a method whose code is not one Gaussian vector (InfoWGAN-GP) leaves z_dim out of its
         # defaults and sets self.z_dim itself
         self.z_dim = int(self.cfg["z_dim"]) if "z_dim" in self.cfg else None
@@ -194,7 +202,8 @@ class Method(nn.Module):
             raise NotImplementedError
         if self.needs_second_batch and batch2 is None:
             raise ValueError(f"{self.name} needs a second batch (the trainer's B')")
-        noise = self.draw_noise(len(batch), batch.device, self.param_dtype)
+        block, i = self.noise_block(step, len(batch), batch.device, self.param_dtype)
+        noise = {k: v[i] for k, v in block.items()}
         hp, carry, logs = self.hparams(step), None, {}
         optims = self.optimizers()
         for section, phase, frozen in self.phases:
@@ -216,6 +225,39 @@ class Method(nn.Module):
     def draw_noise(self, batch_size: int, device, dtype) -> dict[str, torch.Tensor]:
         """All random numbers of one step, drawn from ``self.generator`` in a fixed order."""
         raise NotImplementedError
+
+    def noise_block(self, step: int, batch_size: int, device, dtype) -> tuple[dict[str, torch.Tensor], int]:
+        """The noise of the ``NOISE_BLOCK`` training steps from ``step - step % NOISE_BLOCK`` on, as
+        (K, B, ...) tensors of one ``draw_noise`` call (its draws are i.i.d. per batch row), and
+        ``step``'s index in them. Noise is a function of the step: a block is drawn once, when
+        a step first needs it, and the next block starts where the generator then stands."""
+        start = step - step % NOISE_BLOCK
+        key = (start, batch_size, torch.device(device), dtype)
+        if self._noise is None or self._noise[0] != key:
+            now = self.generator.get_state()
+            resume, self._noise_resume = self._noise_resume, None
+            resumed = resume is not None and resume[0] == start
+            if resumed:  # restored mid-block: redraw the block as it was drawn
+                self.generator.set_state(resume[1])
+            state = self.generator.get_state()
+            block = self.draw_noise(NOISE_BLOCK * batch_size, device, dtype)
+            block = {k: v.view(NOISE_BLOCK, batch_size, *v.shape[1:]) for k, v in block.items()}
+            if resumed:  # and go on from where the checkpoint left the generator
+                self.generator.set_state(now)
+            self._noise = (key, block, state)
+        return self._noise[1], step - start
+
+    def noise_checkpoint(self, step: int) -> torch.Tensor | None:
+        """For a checkpoint after ``step`` steps in the middle of a noise block: the generator's
+        state before that block (the checkpoint's own state lies after it), else None."""
+        if step % NOISE_BLOCK == 0 or self._noise is None or self._noise[0][0] != step - step % NOISE_BLOCK:
+            return None
+        return self._noise[2]
+
+    def resume_noise(self, step: int, state: torch.Tensor | None) -> None:
+        """A run restored at ``step``: its block's noise is redrawn from ``state`` (``noise_checkpoint``)."""
+        self._noise = None
+        self._noise_resume = None if state is None else (step - step % NOISE_BLOCK, state.cpu())
 
     def hparams(self, step: int = 0) -> dict[str, float]:
         """The per-run hyper-parameters the phases read (``group_hparams``) at training step

@@ -128,16 +128,20 @@ def test_factorvae_losses_match_hand_computation():
 
 
 def test_discriminator_loss_uses_joint_class0_and_permuted_class1():
-    """D's update must move D(z) towards class 0 on joint codes and class 1 on permuted ones."""
-    torch.manual_seed(0)
+    """D's update must move D(z) towards class 0 on joint codes and class 1 on permuted ones: one
+    update on fixed codes and permutation lowers d_loss and widens D(z) - D(perm z). (A 60-step
+    trend on one batch was a coin flip of the noise sequence: gaps of +-0.005 either way.)"""
     model = make("factorvae", gamma=0.0, **SMALL)
-    model.disc_optim.param_groups[0]["lr"] = 1e-3
-    x = batch(64)
-    for step in range(60):
-        logs = model.train_step(x, batch(64, seed=step + 10), step)
-    # On a fixed batch the encoder's codes are strongly dependent across dims (near-identical
-    # images), so D learns to separate them: accuracy well above chance, D(z) > D(perm z).
-    assert logs["d_z"].item() > logs["d_z_perm"].item()
+    x, x2 = batch(64), batch(64, seed=1)
+    block, i = model.noise_block(0, 64, x.device, model.param_dtype)
+    noise = {k: v[i] for k, v in block.items()}
+    with torch.no_grad():
+        z = model.elbo_terms(x, noise["eps"])[2]
+    loss, before, _ = model.disc_phase(x, x2, noise, {}, z)
+    model.step_optimizer(model.disc_optim, loss)
+    _, after, _ = model.disc_phase(x, x2, noise, {}, z)
+    assert after["d_loss"].item() < before["d_loss"].item()
+    assert after["d_z"].item() - after["d_z_perm"].item() > before["d_z"].item() - before["d_z_perm"].item()
 
 
 # -- gradient isolation (Algorithm 2) ----------------------------------------------------------

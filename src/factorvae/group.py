@@ -306,15 +306,17 @@ class RunGroup:
         return {k: torch.stack([v[i, j] for i, j in enumerate(at)]) for k, v in held[1].items()}
 
     @torch.no_grad()
-    def representations(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, B, d) codes of images x (B, C, H, W) under every run's encoder (the metrics'
-        representation, encoder means): one batched pass (vmap) or run by run (loop)."""
+    def representations(self, x: torch.Tensor, per_run: bool = False) -> torch.Tensor:
+        """(N, B, d) codes of images x (B, C, H, W), or with ``per_run`` each run's own images
+        x (N, B, C, H, W), under every run's encoder (the metrics' representation, encoder
+        means): one batched pass (vmap) or run by run (loop)."""
         if self.strategy == "loop":
-            return torch.stack([m.representation(x) for m in self.members])
+            return torch.stack([m.representation(x[i] if per_run else x) for i, m in enumerate(self.members)])
         params = {f"m.{n}": p.detach() for n, p in self.params.items()}
         buffers = {f"m.{n}": b for n, b in self.buffers.items()}
         with under_vmap():
-            return vmap(lambda p, b: functional_call(self.template, (p, b), ("representation", x)))(params, buffers)
+            return vmap(lambda p, b, a: functional_call(self.template, (p, b), ("representation", a)),
+                        in_dims=(0, 0, 0 if per_run else None))(params, buffers, x)
 
     @torch.no_grad()
     def posteriors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

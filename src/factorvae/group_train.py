@@ -11,12 +11,14 @@ whose losses turn non-finite (checked at log steps) stops with ``summary.json`` 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from factorvae.data import require_grid
 from factorvae.errors import UserError
 from factorvae.group import RunGroup, configure_device, group_key
 from factorvae.loggers import check_loggers, open_loggers
@@ -24,7 +26,7 @@ from factorvae.metrics.codes import Codes, encode_batch
 from factorvae.metrics.suite import evaluate
 from factorvae.metrics.tc import models_total_correlation
 from factorvae.runs import RunDir, open_dataset, pick_device
-from factorvae.trainer import due, finish_run, periodic_work, record_log, start_run
+from factorvae.trainer import due, eval_due, finish_run, log_eval, periodic_work, record_log, start_run
 
 
 class _Run:
@@ -114,9 +116,13 @@ def _train_members(members: list[_Run], dataset, progress: bool) -> None:
                 sums, count, t_last = {}, 0, time.perf_counter()
             if len(group) and due(members[0].cfg, step):
                 group.unstack()  # members hold the group's weights and optimiser states
-                for i in group.ids:
-                    r = members[i]
-                    periodic_work(r.model, dataset, r.cfg, r.run, r.loggers, step, r.generators)
+                live = [members[i] for i in group.ids]
+                scores = _evaluate_members(live, dataset, step)
+                for j, r in enumerate(live):
+                    if scores:
+                        log_eval(scores[j], r.run, r.loggers, step)
+                    periodic_work(r.model, dataset, r.cfg, r.run, r.loggers, step, r.generators,
+                                  evaluate=scores is None)
     finally:
         bar.close()
         for r in members:
@@ -140,6 +146,17 @@ def _true_tcs(group: RunGroup, runs: list[_Run], dataset, step: int) -> list[flo
     return [o["true_tc"] for o in out]
 
 
+def _evaluate_members(runs: list[_Run], dataset, step: int) -> list[dict] | None:
+    """Every run's Fig. 5 scores when due (``evaluate_during_training``'s, each with its own
+    seed), their encodings batched across the runs (``evaluate_group``); None when not due."""
+    cfg = runs[0].cfg
+    if not eval_due(cfg, step) or dataset.grid is None:
+        return None
+    t = cfg["train"]
+    return evaluate_group([r.model for r in runs], dataset, t["eval_preset"], [r.cfg["train"]["seed"] for r in runs],
+                          t.get("eval_metrics"))
+
+
 def _fail(r: _Run, step: int, since: int) -> None:
     """A run whose losses turned non-finite: summary.json says failed; its checkpoint stays the
     last good one (a rerun resumes from there)."""
@@ -151,39 +168,96 @@ def _fail(r: _Run, step: int, since: int) -> None:
     r.run.write_summary(r.summary)
 
 
-class _SharedCodes:
-    """Codes of grid points under every run's encoder: a point is encoded for all runs of the
-    group in one batched pass (``RunGroup.representations``) and kept for the others' metrics."""
+class _Lockstep:
+    """The members' evaluations in step: each runs the metric suite in its own thread on its own
+    codes (its own seeded draws); their encoder calls wait for each other and are served by one
+    batched pass (``RunGroup.representations`` with per-run images), in the calling thread."""
 
-    def __init__(self, group: RunGroup, dataset):
-        self.group, self.dataset = group, dataset
-        self.codes: dict[int, np.ndarray] = {}  # flat grid index -> (N, D)
+    def __init__(self, group: RunGroup):
+        self.group, self.cv = group, threading.Condition()
+        self.pending: dict[int, torch.Tensor] = {}  # member -> images it waits to have encoded
+        self.results: dict[int, torch.Tensor] = {}
+        self.active, self.error = len(group), None
 
-    def encode(self, run: int, flat) -> np.ndarray:
-        flat = np.asarray(flat).reshape(-1).tolist()
-        missing = sorted({k for k in flat if k not in self.codes})
-        if missing:
-            x = self.dataset.images(missing).to(self.group.device, self.group.members[0].param_dtype)
-            z = self.group.representations(x).float().cpu().numpy()  # (N, B, D)
-            for j, k in enumerate(missing):
-                self.codes[k] = z[:, j]
-        return np.stack([self.codes[k][run] for k in flat])
+    def encode(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Member ``i``'s codes of images ``x`` (B, C, H, W), once every active member asked."""
+        with self.cv:
+            self.pending[i] = x
+            self.cv.notify_all()
+            while i not in self.results and self.error is None:
+                self.cv.wait()
+            if self.error is not None:
+                raise RuntimeError("the group's batched encoding failed") from self.error
+            return self.results.pop(i)
+
+    def done(self) -> None:
+        with self.cv:
+            self.active -= 1
+            self.cv.notify_all()
+
+    def serve(self) -> None:
+        """Encode the members' requests together until every evaluation has finished."""
+        while True:
+            with self.cv:
+                while self.active and len(self.pending) < self.active:
+                    self.cv.wait()
+                if not self.active:
+                    return
+                asked, self.pending = self.pending, {}
+            try:
+                z = self._encode(asked)
+            except BaseException as e:
+                with self.cv:
+                    self.error = e
+                    self.cv.notify_all()
+                raise
+            with self.cv:
+                self.results.update(z)
+                self.cv.notify_all()
+
+    def _encode(self, asked: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """One pass: every member's images, padded to the longest request (members not asking
+        now, finished ones, encode zeros that nobody reads)."""
+        g = self.group
+        first = next(iter(asked.values()))
+        x = first.new_zeros((len(g), max(len(v) for v in asked.values()), *first.shape[1:]))
+        for i, v in asked.items():
+            x[i, :len(v)] = v
+        z = g.representations(x.to(g.device, g.members[0].param_dtype), per_run=True).float().cpu()
+        return {i: z[i, :len(v)] for i, v in asked.items()}
 
 
 @torch.no_grad()
-def evaluate_group(models: list, dataset, preset: str, seed: int, metrics=None, strategy: str = "auto",
+def evaluate_group(models: list, dataset, preset: str, seed: int | list[int], metrics=None, strategy: str = "auto",
                    batch_size: int | None = None) -> list[dict]:
-    """The metric suite's scores of each trained model (``evaluate_model``'s result), the grid
-    encoded once for all of them: the metrics of runs with one seed draw the same grid points.
-    ``batch_size``: grid points per batched pass (default: 4,096 on a GPU, 256 on a CPU)."""
+    """The metric suite's scores of each trained model (``evaluate_model``'s result with its
+    ``seed``, one per model or one for all), its draws its own, the encoding of every batch done
+    for all models in one pass (``_Lockstep``). ``batch_size``: a model's images per pass
+    (default: 4,096 on a GPU, 256 on a CPU)."""
+    seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * len(models)
+    if len(seeds) != len(models):
+        raise ValueError("evaluate_group: one seed per model, or one for all")
+    grid = require_grid(dataset)
     group = RunGroup(models, [torch.Generator() for _ in models], strategy=strategy)
     batch_size = batch_size or encode_batch(group.device)
+    modes = [m.training for m in models]
     for m in models:
         m.eval()
-    shared = _SharedCodes(group, dataset)
-    out = []
-    for i in range(len(models)):
-        codes = Codes.from_encoder(lambda flat, i=i: torch.from_numpy(shared.encode(i, flat)), lambda flat: flat,
-                                   dataset.grid, batch_size=batch_size, progress=False)
-        out.append(evaluate(codes, metrics=metrics, preset=preset, seed=seed))
-    return out
+    step = _Lockstep(group)
+
+    def run(i):
+        try:
+            codes = Codes.from_encoder(lambda x: step.encode(i, x), dataset.images, grid, batch_size=batch_size,
+                                       progress=False)
+            return evaluate(codes, metrics=metrics, preset=preset, seed=seeds[i])
+        finally:
+            step.done()
+
+    try:
+        with ThreadPoolExecutor(len(models), thread_name_prefix="group-eval") as pool:
+            futures = [pool.submit(run, i) for i in range(len(models))]
+            step.serve()
+            return [f.result() for f in futures]
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)

@@ -185,10 +185,12 @@ def record_log(model, dataset, cfg: dict, run: RunDir, loggers, step: int, last:
     loggers.scalars({f"train/{k}": v for k, v in last.items()}, step)
 
 
-def periodic_work(model, dataset, cfg: dict, run: RunDir, loggers, step: int, generators: dict) -> bool:
-    """Evaluation, images and checkpoint when ``step`` is due for them; whether it saved one."""
+def periodic_work(model, dataset, cfg: dict, run: RunDir, loggers, step: int, generators: dict,
+                  evaluate: bool = True) -> bool:
+    """Evaluation (unless a group did it: ``evaluate``), images and checkpoint when ``step`` is
+    due for them; whether it saved one."""
     t = cfg["train"]
-    if t["eval_every"] and step % t["eval_every"] == 0:
+    if evaluate and eval_due(cfg, step):
         evaluate_during_training(model, dataset, cfg, step, run, loggers)
         model.train()
     if step % t["image_every"] == 0 and step != t["steps"]:
@@ -198,6 +200,11 @@ def periodic_work(model, dataset, cfg: dict, run: RunDir, loggers, step: int, ge
     if saved:
         run.save_checkpoint(model, step, generators)
     return saved
+
+
+def eval_due(cfg: dict, step: int) -> bool:
+    """Whether ``step`` is due for the Fig. 5 evaluation (``train.eval_every``)."""
+    return bool(cfg["train"]["eval_every"] and step % cfg["train"]["eval_every"] == 0)
 
 
 def due(cfg: dict, step: int) -> bool:
@@ -244,6 +251,12 @@ def evaluate_during_training(model, dataset, cfg, step, run: RunDir, loggers) ->
     t = cfg["train"]
     scores = evaluate_model(model, dataset, preset=t["eval_preset"], seed=t["seed"], metrics=t.get("eval_metrics"),
                             batch_size=encode_batch(next(model.parameters()).device))
+    log_eval(scores, run, loggers, step)
+    return scores
+
+
+def log_eval(scores: dict, run: RunDir, loggers, step: int) -> None:
+    """A periodic evaluation's numeric scores as ``eval/<metric>.<key>``, to metrics.jsonl and the trackers."""
     flat = {}
     for metric, vals in scores.items():
         if isinstance(vals, dict) and metric not in ("settings", "seconds", "encoder"):
@@ -252,4 +265,3 @@ def evaluate_during_training(model, dataset, cfg, step, run: RunDir, loggers) ->
                     flat[f"eval/{metric}.{k}"] = float(v)
     run.append_metrics({"step": step, **flat})
     loggers.scalars(flat, step)
-    return scores

@@ -161,12 +161,14 @@ def time_groups(name: str, sizes: list[int], strategies: list[str], dataset, dev
     single, _ = build_model(cfg, dataset.channels, device)
     single.train()
     g = torch.Generator(device=device).manual_seed(1)
+    done = [0]  # the real step: noise is drawn once per block of steps (Method.noise_block), as in a group
 
     def single_step():
         x1 = dataset.sample_batch(64, g)
         x2 = dataset.sample_batch(64, g) if single.needs_second_batch else None
         with autocast(device, precision):
-            single.train_step(x1, x2, 0)
+            single.train_step(x1, x2, done[0])
+        done[0] += 1
 
     runners["single"] = single_step
     memory = {}

@@ -120,7 +120,7 @@ def test_choose_points():
 def test_describe_counts_draws_and_images_to_encode():
     grid = FactorGrid(("shape", "scale", "orientation", "posX", "posY"), (3, 6, 40, 32, 32))
     d = plan.describe("fast", grid=grid)
-    assert d["metrics"] == list(suite.METRICS)
+    assert d["metrics"] == list(suite.DEFAULT_METRICS)
     assert d["draws"]["factor_vae"] == 5000 + (500 + 500) * 64 and d["draws"]["beta_vae"] == 2 * 500 * 64
     assert d["draws"]["dci"] == 3000 and d["draws"]["mig"] == 5000
     assert 0 < d["images_to_encode"] < min(len(grid), sum(d["draws"].values()))

@@ -54,7 +54,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from factorvae.sweep import SlurmOptions, get_backend, inspect_trial, load_spec, run_sweep
+    from factorvae.sweep import SlurmOptions, check_sweep_dir, get_backend, inspect_trial, load_spec, run_sweep
     from factorvae.sweep.packing import parse_group_size
 
     from factorvae.config import parse_set
@@ -86,8 +86,6 @@ def run(args) -> int:
         for line in _plan(sweep, out, args):
             print(line)
         return 0
-    for line in _plan(sweep, Path(args.out), args):
-        print(line, file=sys.stderr, flush=True)
     if args.ray:
         backend = get_backend("ray", address=args.ray, cpus=args.cpus_per_trial, gpus=args.gpus_per_trial)
     elif args.slurm:
@@ -97,6 +95,10 @@ def run(args) -> int:
         backend = get_backend("local", progress=not args.no_progress)
     else:
         backend = get_backend("pool", workers=args.workers)
+    backend.check()  # an unreachable cluster, a missing submitit: said before the plan is timed
+    check_sweep_dir(args.out)  # a refused or read-only folder too
+    for line in _plan(sweep, Path(args.out), args):
+        print(line, file=sys.stderr, flush=True)
     outcome = run_sweep(sweep, args.out, backend, progress=not args.no_progress, only=args.only, threads=args.threads,
                         group_size=group_size)
     counts = outcome.counts()

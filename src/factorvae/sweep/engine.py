@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from factorvae.errors import UserError
-from factorvae.io import atomic_write_json, check_out_dir, read_json
+from factorvae.io import atomic_write_json, check_out_dir, check_writable, read_json
 from factorvae.sweep.backends import Backend
 from factorvae.sweep.backends.pool import PoolBackend
 from factorvae.sweep.packing import auto_group_size, pack, parse_group_size
@@ -48,6 +48,15 @@ class SweepOutcome:
         return c
 
 
+def check_sweep_dir(out: str | Path) -> Path:
+    """``out`` as a Path if it is new, empty, or a sweep directory (whatever else it holds, e.g.
+    its spec) and writable: never the user's folder; else the UserError naming the problem."""
+    out = check_out_dir(out, lambda _, names: bool({"sweep.json", "trials", ".sweep.lock"} & set(names)),
+                        "a sweep directory")
+    check_writable(out / "sweep.json")  # a read-only or full disk is said before any work
+    return out
+
+
 def run_sweep(spec, out: str | Path, backend: Backend | None = None, progress: bool = True, only: str | None = None,
               threads: int | None = None, log=print, group_size: int | str = "auto") -> SweepOutcome:
     """Run every unfinished trial of ``spec`` into ``out`` and gather the table.
@@ -59,9 +68,7 @@ def run_sweep(spec, out: str | Path, backend: Backend | None = None, progress: b
     (factorvae.sweep.packing; a backend without ``packs_groups`` runs one trial per unit)."""
     t0 = time.time()
     sweep = spec if isinstance(spec, Sweep) else load_spec(spec)
-    # new, empty, or a sweep directory (whatever else it holds, e.g. its spec): never the user's folder
-    out = check_out_dir(out, lambda _, names: bool({"sweep.json", "trials", ".sweep.lock"} & set(names)),
-                        "a sweep directory")
+    out = check_sweep_dir(out)
     backend = PoolBackend(workers=1) if backend is None else backend
     backend.check()  # before anything is written
     (out / "trials").mkdir(parents=True, exist_ok=True)

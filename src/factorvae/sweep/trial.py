@@ -76,7 +76,7 @@ def _load_dataset(cfg: dict):
 
 def _train(cfg, out, resume, progress, dataset):  # a seam for tests (fault injection)
     # threads=0: run_trial has set this trial's share of the cores
-    return train_run(out, cfg, resume=resume, threads=0, progress=progress, dataset=dataset)
+    return train_run(out, cfg, resume=resume, threads=0, progress=progress, dataset=dataset, out_flag=None)
 
 
 def run_trial(trial: Trial, trial_dir: str, threads: int = 0, progress: bool = False,

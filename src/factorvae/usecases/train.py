@@ -110,7 +110,7 @@ def resume_config(rd: RunDir, given: dict) -> dict:
 
 def train_run(out, cfg: dict | None = None, *, resume: bool = False, given: dict | None = None,
               threads: int | None = None, progress: bool = True, dataset=None,
-              say: Callable[[str], None] | None = None, out_flag: str = "--out") -> dict:
+              say: Callable[[str], None] | None = None, out_flag: str | None = "--out") -> dict:
     """Train resolved config ``cfg`` into run directory ``out``, or resume the run there; returns
     the summary (summary.json). Holds the run's lock from the checks to the end.
 
@@ -121,12 +121,17 @@ def train_run(out, cfg: dict | None = None, *, resume: bool = False, given: dict
     - ``threads``: torch threads; None: the config's ``train.threads`` for a new run, else the
       cores the load average leaves idle (:func:`pick_threads`, picked on every start); 0: leave
       the process's setting (a sweep sets its share of the cores itself).
-    - ``out_flag``: how the caller names ``out`` in messages (``--out``; ``out`` for the API).
+    - ``out_flag``: how the caller names ``out`` in messages (``--out``; ``out`` for the API); a
+      folder that is neither new, empty nor a run is refused. None: the caller owns the folder (a
+      sweep trial: a run directory plus the sweep's own trial files).
     - ``say``: receives the lines worth telling before the work starts (a restart from step 0,
       the expected time of the remaining steps, measured on a few steps); None: silent, no timing.
     """
     rd = RunDir(out)
-    rd.check_new_or_ours(out_flag, resume)  # new, empty, or a run: never the user's folder, `/` or ""
+    if out_flag is not None:
+        rd.check_new_or_ours(out_flag, resume)  # new, empty, or a run: never the user's folder, `/` or ""
+    elif rd.path.exists() and not rd.path.is_dir():
+        raise UserError(f"{out} exists and is not a directory")
     if resume and not rd.exists():
         raise UserError(f"--resume: {out} holds no run: it is not a run directory (no config.yaml)")
     if threads is not None and threads < 0:

@@ -82,15 +82,13 @@ class RayBackend(Backend):
         return f"Ray ({self.address})"
 
     def check(self) -> None:
-        if self.address not in ("local", "auto") and "ray" not in sys.modules:  # before Ray's slow import
+        if self.address not in ("local", "auto"):  # before Ray's slow import and its minute of silence
             _check_reachable(self.address)
 
     def submit(self, units, out: Path) -> None:
         address = self.address
         if importlib.util.find_spec("ray") is None:
             raise UserError("--ray needs Ray: pip install 'factorvae[ray]'")
-        if address not in ("local", "auto") and "ray" not in sys.modules:  # before Ray's slow import
-            _check_reachable(address)
         with _local_ray_env() if address == "local" else contextlib.nullcontext():
             import ray  # optional (pip install 'factorvae[ray]'), and slow to import
 

@@ -3,6 +3,7 @@ tasks, fairness, strong / reduced tasks, UDR) here vs dlib 1.5, on the parity gr
 images each side encodes for the whole suite on dSprites.
 
     python benchmarks/ext_metrics_speed.py [--cases i_perfect,ii_rotated] [--metrics irs,fairness] [--seed 0]
+                                           [--replica]
 
 dlib's CPU seconds are those of the shared parity set's EXT_METRICS.md ("dlib time per metric
 and grid": process time of the metric call, seed 0; IRS / unsupervised / UDR: mean over 3
@@ -13,6 +14,12 @@ Images: dlib's metrics each encode every point they draw (evaluate.py calls the
 representation function per batch, per metric); ours encode each distinct grid point once
 for all metrics (and both representations): the expected number of distinct points among
 all the draws, N (1 - exp(-draws / N)).
+
+scikit-learn is imported before any timing (dlib's figures exclude its imports). ``--replica``
+also times, in the same process and on the same draws, dlib's own logistic-regression loop
+(``downstream_task.py`` + ``utils.logistic_regression_cv``: one
+``LogisticRegressionCV(Cs=10, cv=KFold(n_splits=5))`` per factor, sequential, fitted on the
+transposed code matrix): a same-machine, same-load baseline for ``downstream_task_logreg``.
 """
 
 from __future__ import annotations
@@ -22,13 +29,17 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.model_selection import KFold
 
-from factorvae.metrics import (downstream, fairness, irs, plan, reduced_downstream, strong_downstream, suite,
+from factorvae.metrics import (downstream, fairness, irs, reduced_downstream, strong_downstream, suite,
                                unsupervised)
 from factorvae.metrics.codes import Codes
+from factorvae.metrics.registry import RECORDS as REGISTRY
 from factorvae.metrics.suite import metric_rng
 from factorvae.metrics.udr import load_udr_npz, udr
 
@@ -72,11 +83,31 @@ def dsprites_draws() -> dict[str, int]:
     }
 
 
+def dlib_logreg_replica(codes: Codes, rng: np.random.Generator, num_train=(10, 100, 1000, 10000),
+                        num_test: int = 5000) -> dict:
+    """dlib's compute_downstream_task with logistic_regression_cv, as dlib runs it (sklearn's
+    default scoring, sequential factors, (D, n) codes transposed), on our draws."""
+    out = {}
+    for n in num_train:
+        (y_train, x_train), (y_test, x_test) = codes.sample_split(n, num_test, rng)
+        mus_train, mus_test = np.ascontiguousarray(x_train.T), np.ascontiguousarray(x_test.T)
+        acc = []
+        for k in range(y_train.shape[1]):
+            model = LogisticRegressionCV(Cs=10, cv=KFold(n_splits=5))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.fit(np.transpose(mus_train), y_train[:, k])
+            acc.append(np.mean(model.predict(np.transpose(mus_test)) == y_test[:, k]))
+        out[f"{n}:mean_test_accuracy"] = float(np.mean(acc))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--metrics", default=",".join(list(RECORDS) + ["udr"]))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--replica", action="store_true", help="also time dlib's own logistic loop here")
     args = ap.parse_args()
     names = args.metrics.split(",")
     print(f"load average {os.getloadavg()[0]:.1f}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}")
@@ -92,6 +123,12 @@ def main() -> int:
             ours = time.process_time() - t
             ref = DLIB_CPU[case][name]
             print(f"{case:<16} {name:<24} {ours:10.2f} {ref:10.1f} {ref / max(ours, 1e-3):9.1f}", flush=True)
+            if name == "downstream_task_logreg" and args.replica:
+                t = time.process_time()
+                dlib_logreg_replica(codes, metric_rng(args.seed, name), **RECORDS[name].presets["dlib"])
+                rep = time.process_time() - t
+                print(f"{case:<16} {'  dlib loop, here':<24} {ours:10.2f} {rep:10.2f} {rep / max(ours, 1e-3):9.1f}",
+                      flush=True)
     if "udr" in names:
         for case in ("udr_i_perfect", "udr_v_extra_dims"):
             models, logvars, _ = load_udr_npz(PARITY / f"{case}.npz")
@@ -104,7 +141,7 @@ def main() -> int:
                 print(f"{case:<16} {'udr_' + corr:<24} {ours:10.2f} {ref:10.1f} {ref / max(ours, 1e-3):9.1f}")
     draws = dsprites_draws()
     N = math.prod(DSPRITES)
-    six = {m: plan.draws(m, p, N) for m, p in suite.PRESETS["dlib"].items()}
+    six = {m: REGISTRY[m].draws(p, N) for m, p in suite.PRESETS["dlib"].items() if REGISTRY[m].default}
     for label, d in (("the 7 new metrics", draws), ("all 13 (the six of before too)", {**six, **draws})):
         dlib_images = sum(d.values())
         ours_images = round(N * -math.expm1(-dlib_images / N))

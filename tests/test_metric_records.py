@@ -110,3 +110,14 @@ def test_metrics_list_and_a_missing_codes_file(cli):
     assert code == 2 and "CODES.npz" in err
     with pytest.raises(UserError, match="unknown metric"):
         suite.parse_metrics("nope")
+
+
+def test_every_metric_has_a_measured_cost_so_every_plan_gives_a_time():
+    """Each record's ``seconds`` (benchmarks/eval_cost.py) per preset: the plan printed before
+    scoring gives an expected time for any set of metrics, the new families included."""
+    missing = [(n, p) for n, r in RECORDS.items() for p in PRESET_NAMES if r.seconds.get(p) is None]
+    assert not missing
+    grid = require_grid("dsprites")
+    default, every = plan.describe("dlib", None, grid=grid), plan.describe("dlib", "all", grid=grid)
+    assert every["expected_seconds"] > default["expected_seconds"] > 0
+    assert "expected ~" in plan.format_plan(every)

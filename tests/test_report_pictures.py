@@ -50,7 +50,7 @@ def test_udr_within_settings_and_across_the_sweep(tmp_path, monkeypatch):
     import torch
 
     from factorvae.data.grid import FactorGrid
-    from factorvae.report import pictures
+    from factorvae.sweep import udr as sweep_udr
     from test_metrics_sampled import Data
 
     fabricate(tmp_path)
@@ -81,8 +81,8 @@ def test_udr_within_settings_and_across_the_sweep(tmp_path, monkeypatch):
             self.model = Model(rng.permutation(3), (abs(hash(path.name)) % 97 + 1) if noise else 0)
             self.config = {"data": {"name": "fake"}}
 
-    monkeypatch.setattr(pictures, "load_run", lambda path, load_data=True: Run(path))
-    monkeypatch.setattr(pictures, "open_dataset", lambda cfg: Data(grid))
+    monkeypatch.setattr(sweep_udr, "load_run", lambda path, load_data=True: Run(path))
+    monkeypatch.setattr(sweep_udr, "open_dataset", lambda cfg: Data(grid))
     rep = build_report(tmp_path)
     md = rep["markdown"].read_text()
     assert "Unsupervised Disentanglement Ranking" in md

@@ -550,3 +550,25 @@ def test_set_overrides_a_spec_for_a_small_budget(tmp_path, cli):
     assert code == 2 and "stpes" in err and "steps" in err and "Traceback" not in err
     code, out, _ = cli("sweep", spec, "--out", tmp_path / "s", "--set", "seeds=1", "--set", "train.steps=300", "--dry-run")
     assert code == 0 and "4 trial(s)" in out and out.count("steps=300") == 4
+
+
+def test_the_table_ranks_finished_trials_by_udr_within_their_setting_and_across(tmp_path, cli):
+    """results.csv/.parquet: udr_lasso (Duan et al. 2020: among the seeds of the trial's
+    setting) and udr_lasso_sweep (among all finished trials), computed after the trials."""
+    spec = micro_spec(steps=3, gammas=(), betas=(1, 4), seeds=2, metrics=("mig",))
+    spec["eval"]["recon_images"] = 16
+    code, out, err = cli("sweep", write_spec(tmp_path / "s.yaml", spec), "--out", tmp_path / "out", "--no-progress")
+    assert code == 0, err
+    rows = read_table(tmp_path / "out" / "results.parquet")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"finished"}
+    for r in rows:
+        assert 0 <= r["udr_lasso"] <= 1 and 0 <= r["udr_lasso_sweep"] <= 1, r
+    # two seeds per setting: UDR is the median over one other model, so symmetric pairs score alike
+    for setting in {r["setting"] for r in rows}:
+        pair = [r["udr_lasso"] for r in rows if r["setting"] == setting]
+        assert len(pair) == 2
+    csv_rows = {r["trial_id"]: r for r in read_table(tmp_path / "out" / "results.csv")}
+    for r in rows:
+        assert float(csv_rows[r["trial_id"]]["udr_lasso_sweep"]) == pytest.approx(r["udr_lasso_sweep"])
+    # the sweep population is larger than a setting: its scores are another ranking, not a copy
+    assert [r["udr_lasso_sweep"] for r in rows] != [r["udr_lasso"] for r in rows]

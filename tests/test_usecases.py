@@ -70,3 +70,20 @@ def test_api_and_command_train_through_the_same_checks(tiny_run):
         train_run(tiny_run, resume=True, given={"train.steps": 1}, progress=False)
     with pytest.raises(UserError, match="model.seed is not in the saved config"):
         train_run(tiny_run, resume=True, given={"model.seed": 1}, progress=False)
+
+
+def test_api_evaluate_scores_the_sampled_representation(tiny_run):
+    """factorvae.evaluate(..., representation=) reaches a run directory, a loaded run and a
+    model: ``both`` = the means' result plus ``sampled`` (one draw z ~ q(z|x) per image)."""
+    run = factorvae.load_run(tiny_run)
+    mean = factorvae.evaluate(model=run.model, dataset="toy", **SCORE)
+    both = factorvae.evaluate(tiny_run, representation="both", **SCORE)
+    assert both["settings"]["representation"] == "both"
+    assert both["mig"] == mean["mig"]  # the means' scores are unchanged
+    sampled = factorvae.evaluate(model=run.model, dataset="toy", representation="sampled", **SCORE)
+    assert sampled["settings"]["representation"] == "sampled"
+    assert sampled["mig"] == both["sampled"]["mig"] and sampled["mig"] != mean["mig"]
+    with pytest.raises(UserError, match="representation"):
+        factorvae.evaluate(tiny_run, representation="median", **SCORE)
+    with pytest.raises(UserError, match="codes are scored as given"):
+        factorvae.evaluate(codes=[[0.0], [1.0]], factors=[[0], [1]], sizes=[2], representation="sampled")

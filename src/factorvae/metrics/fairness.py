@@ -112,7 +112,8 @@ def fairness_draws(params, num_grid: int, sizes=None) -> int:
 _KEYS = tuple(f"{p}:{a}_{x}:{b}_{y}" for p in ("mean_fairness", "max_fairness")
               for x, y in (("pred", "sens"), ("sens", "pred")) for a in ("mean", "max") for b in ("mean", "max"))
 _DLIB = {"num_train": 10000, "num_test_points_per_class": 100}
+# CPU s of the metric alone, codes cached (benchmarks/eval_cost.py --encode 0, load average 1.5-6.6)
 METRIC = Metric(
     name="fairness", function=fairness, keys=_KEYS, headline="mean_fairness:mean_pred:mean_sens", label="unfairness",
     presets={"dlib": _DLIB, "paper": _DLIB, "fast": {"num_train": 2000, "num_test_points_per_class": 50}},
-    draws=fairness_draws, fixes_factor=True, default=False)
+    draws=fairness_draws, fixes_factor=True, default=False, seconds={"fast": 18.5, "dlib": 94.1, "paper": 94.1})

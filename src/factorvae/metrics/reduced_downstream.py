@@ -67,10 +67,11 @@ def reduced_draws(params, num_grid: int) -> int:
 
 
 _DLIB = {"num_train": [100], "num_test": 100, "num_factors_to_remove": 1}
+# CPU s of the metric alone, codes cached (benchmarks/eval_cost.py --encode 0, load average 1.5-6.6)
 METRIC = Metric(
     name="reduced_downstream_task", function=reduced_downstream_task,
     keys=tuple(f"100:mean_{s}_accuracy_{w}" for s in ("train", "test") for w in ("reduced_factor", "other_factors")),
     headline="100:mean_test_accuracy_reduced_factor", label="reduced downstream (leakage)",
     # dlib ships only a test config (100 points); no study setting exists to follow
     presets={"dlib": _DLIB, "paper": _DLIB, "fast": _DLIB},
-    draws=reduced_draws, default=False)
+    draws=reduced_draws, default=False, seconds={"fast": 20.6, "dlib": 20.6, "paper": 20.6})

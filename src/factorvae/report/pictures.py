@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from factorvae.errors import UserError
-from factorvae.metrics.udr import encode_for_udr, kl_per_dim, udr_scores
 from factorvae.report.stats import NICE, _num, spearman_matrix
-from factorvae.runs import RunDir, load_run, open_dataset
+from factorvae.runs import RunDir
+from factorvae.sweep.udr import trial_udr
 from factorvae.viz import plots
 
 
@@ -74,55 +71,25 @@ def metric_rank_correlation(rep) -> list[list[float]] | None:
     return mat
 
 
-def _encode_trials(rep, rows: list[dict], points: int, seed: int):
-    """Means and log-variances of the same grid points for each trial's model; rows whose run
-    cannot be loaded are left out (named in the second list)."""
-    reps, skipped, flat, dataset = {}, [], None, None
-    for r in rows:
-        try:  # the model first (fails fast on a damaged checkpoint), the data set once
-            run = load_run(rep.sweep_dir / r["dir"], load_data=False)
-            dataset = open_dataset(run.config) if dataset is None else dataset
-        except (UserError, OSError, RuntimeError, KeyError, ValueError) as e:
-            skipped.append(f"{r['trial_id']} ({(str(e).splitlines() or [type(e).__name__])[0][:80]})")
-            continue
-        if flat is None:
-            grid = getattr(dataset, "grid", None)
-            if grid is None:
-                return {}, [f"data set {run.config['data']['name']} has no factor grid"]
-            flat = grid.index(grid.sample(points, np.random.default_rng(seed)))
-        reps[r["trial_id"]] = encode_for_udr(run.model, dataset, flat)
-    return reps, skipped
-
-
 def udr_section(rep, points: int = 1000, seed: int = 0) -> dict | None:
     """Section: UDR (Duan et al. 2020, lasso) of every finished trial within its setting (the
     seeds of one method and hyper-parameters: the paper's population) and across the sweep,
-    and UDR against the supervised metric."""
+    and UDR against the supervised metric (``sweep.udr.trial_udr``: the table's columns)."""
     doc = rep.doc
     doc.h(2, "Unsupervised Disentanglement Ranking (UDR)")
     finished = [r for g in rep.groups for r in g["finished"]]
     if len(finished) < 2:
         doc.p("Needs at least 2 finished trials.", "note")
         return None
-    codes, skipped = _encode_trials(rep, finished, points, seed)
+    res = trial_udr(rep.sweep_dir, finished, points, seed)
+    skipped, within, across = res["skipped"], res["within"], res["across"]
     if skipped:
         doc.p(f"Not scored (model not loadable): {', '.join(skipped[:5])}" + (" ..." if len(skipped) > 5 else ""),
               "note")
-    ids = [r["trial_id"] for r in finished if r["trial_id"] in codes]
-    if len(ids) < 2 or len({codes[i][0].shape for i in ids}) != 1:
-        doc.p("Needs at least 2 loadable finished trials with the same number of latents.", "note")
+    ids = [r["trial_id"] for r in finished if r["trial_id"] in across]
+    if len(ids) < 2:
+        doc.p("Needs at least 2 loadable finished trials of one data set with the same number of latents.", "note")
         return None
-
-    def scores(members):
-        res = udr_scores([codes[i][0] for i in members], [kl_per_dim(*codes[i]) for i in members], "lasso")
-        return dict(zip(members, res["model_scores"]))
-
-    across = scores(ids)
-    within: dict[str, float] = {}
-    for g in rep.groups:
-        members = [r["trial_id"] for r in g["finished"] if r["trial_id"] in codes]
-        if len(members) >= 2:
-            within.update(scores(members))
     label = {r["trial_id"]: f"{g['method_label']} {g['label']}" for g in rep.groups for r in g["finished"]}
     metric = rep.metric
     value = {r["trial_id"]: _num(r.get(metric)) for r in finished} if metric else {}
@@ -131,7 +98,7 @@ def udr_section(rep, points: int = 1000, seed: int = 0) -> dict | None:
                + ([f"{value[i]:.3f}" if value.get(i) is not None else "–"] if metric else []) for i in ids])
     pairs = [(across[i], value[i]) for i in ids if value.get(i) is not None]
     if metric and len(pairs) >= 3:
-        methods = [r.get("method") or "" for r in finished if r["trial_id"] in codes and value.get(r["trial_id"]) is not None]
+        methods = [r.get("method") or "" for r in finished if r["trial_id"] in across and value.get(r["trial_id"]) is not None]
         path = plots.scatter_with_fit([p[0] for p in pairs], [p[1] for p in pairs], methods,
                                       rep.img / "udr_vs_supervised.png", "UDR (lasso, across the sweep)",
                                       NICE.get(metric, metric), note=f"{len(pairs)} trials")

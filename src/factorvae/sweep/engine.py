@@ -152,5 +152,5 @@ def _run_sweep_locked(sweep, out, backend: Backend, progress, only, threads, log
             backend.run(units, out, report)
         finally:
             bar.close()
-    rows = aggregate(out, sweep)
+    rows = aggregate(out, sweep, udr=True)  # UDR needs every trial's model: after they finish
     return SweepOutcome(sweep, out, results, rows, time.time() - t0)

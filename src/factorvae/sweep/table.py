@@ -12,6 +12,7 @@ from factorvae.io import atomic_write, atomic_write_text, read_json
 from factorvae.runs import RunDir
 from factorvae.sweep.spec import Sweep, Trial
 from factorvae.sweep.trialdir import inspect_trial
+from factorvae.sweep.udr import add_udr_columns
 
 def flatten(tree, prefix: str = "") -> dict:
     """Nested dict -> {"a.b.c": scalar}; lists of scalars become JSON strings, other lists drop."""
@@ -89,9 +90,11 @@ def phase_seconds(seconds) -> dict:
     return out
 
 
-def aggregate(out: str | Path, sweep: Sweep | None = None, write: bool = True) -> list[dict]:
+def aggregate(out: str | Path, sweep: Sweep | None = None, write: bool = True, udr: bool = False) -> list[dict]:
     """One row per trial directory under ``out/trials`` (and per spec trial not started yet);
-    written to ``out/results.csv`` and ``out/results.parquet``."""
+    written to ``out/results.csv`` and ``out/results.parquet``. ``udr``: also the finished
+    trials' ``udr_lasso`` (within their setting) and ``udr_lasso_sweep`` (across the sweep;
+    ``sweep.udr``): each finished model encodes 1,000 grid points."""
     out = Path(out)
     tdir = out / "trials"
     expected = {t.id: t for t in sweep.trials} if sweep else {}
@@ -108,6 +111,8 @@ def aggregate(out: str | Path, sweep: Sweep | None = None, write: bool = True) -
         for d in sorted(p for p in qdir.iterdir() if p.is_dir()):
             reason = (d / "QUARANTINED.txt").read_text().strip() if (d / "QUARANTINED.txt").exists() else ""
             rows.append({"trial_id": d.name, "status": "quarantined", "detail": reason, "dir": f"quarantine/{d.name}"})
+    if udr:
+        add_udr_columns(out, rows)
     if write:
         write_table(rows, out / "results.csv", out / "results.parquet")
     return rows

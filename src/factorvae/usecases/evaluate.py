@@ -66,7 +66,8 @@ def _stderr(line: str) -> None:
 
 def evaluate(source=None, *, model=None, dataset=None, codes=None, factors=None, sizes=None, names=None,
              metrics=None, preset: str = "dlib", seed: int = 0, overrides: dict | None = None,
-             device: str = "cpu", batch_size: int = 256, progress: bool = False) -> dict:
+             device: str = "cpu", batch_size: int = 256, progress: bool = False,
+             representation: str = "mean") -> dict:
     """Score a representation with the disentanglement metrics; returns a JSON-ready dict.
 
     Give exactly one of:
@@ -87,6 +88,10 @@ def evaluate(source=None, *, model=None, dataset=None, codes=None, factors=None,
     study settings), ``paper`` or ``fast``; :func:`factorvae.metrics.plan.describe` says what
     each costs. ``overrides``: ``{"factor_vae": {"num_train": 800}}``. ``seed``: every draw
     comes from it (one generator per metric), so a seed means one result.
+    ``representation`` (a model, a run or a run directory): ``mean`` (the encoder means),
+    ``sampled`` (one seeded draw z ~ q(z|x) per image) or ``both`` (the means' result plus
+    ``sampled``; one encoding pass), as disentanglement_lib scores both (Locatello et al.
+    2019, §4; ``metrics.sampled``); codes are scored as given (``mean`` only).
 
     A random sample cannot serve the FactorVAE and Higgins metrics (they fix one factor at a
     time and need the codes of points they choose): naming them raises a UserError; score the
@@ -103,7 +108,12 @@ def evaluate(source=None, *, model=None, dataset=None, codes=None, factors=None,
     if len(given) != 1:
         raise UserError("evaluate: give exactly one of a source (run directory, run, .npz, Codes), model= (with "
                         f"dataset=) or codes= (with factors= and sizes=); got {', '.join(given) or 'none'}")
+    check_representation(representation)
     kw = dict(metrics=metrics, preset=preset, seed=seed, overrides=overrides)
+    if representation != "mean" and (codes is not None or isinstance(source, Codes)
+                                      or (isinstance(source, (str, Path)) and Path(source).is_file())):
+        raise UserError(f"evaluate: representation={representation!r} needs a model or a run (codes are "
+                        "scored as given); encode it with representation= instead")
     if codes is not None:
         if isinstance(codes, Codes):
             return suite.evaluate(codes, **kw)
@@ -111,6 +121,9 @@ def evaluate(source=None, *, model=None, dataset=None, codes=None, factors=None,
             raise UserError("evaluate: codes= needs factors= (n, K) classes and sizes= (K) of the factor grid")
         return suite.evaluate(Codes.from_points(factors, codes, sizes, names, source="codes"), **kw)
     if model is not None:
+        if representation != "mean":
+            return evaluate_model(model, as_dataset(dataset), representation, batch_size=batch_size,
+                                  progress=progress, **kw)
         return score_model(model, as_dataset(dataset), kw, batch_size, progress)
     if isinstance(source, Codes):
         return suite.evaluate(source, **kw)
@@ -119,7 +132,10 @@ def evaluate(source=None, *, model=None, dataset=None, codes=None, factors=None,
         if path.suffix == ".npz" or path.is_file():
             return suite.evaluate(load_codes(path), **kw)
         return evaluate_run(path, device=device, batch_size=batch_size, progress=progress,
-                            say=_stderr if progress else None, **kw)[0]
+                            say=_stderr if progress else None, representation=representation, **kw)[0]
     if hasattr(source, "model") and hasattr(source, "dataset"):
+        if representation != "mean":
+            return evaluate_model(source.model, source.dataset, representation, batch_size=batch_size,
+                                  progress=progress, **kw)
         return score_model(source.model, source.dataset, kw, batch_size, progress)
     raise UserError(f"evaluate: cannot score a {type(source).__name__}; give a run directory, a run, an .npz or Codes")

@@ -56,8 +56,6 @@ def pick_device(name: str = "auto") -> torch.device:
 #: else is not a run, and ``train`` does not write into it
 RUN_ENTRIES = {"config.yaml", "metrics.jsonl", "checkpoints", "tb", "images", "summary.json", "eval.json",
                "data.json", "metrics.csv", "wandb", "mlruns", "trial.json", "analysis.json", "error.txt"}
-#: what a sweep writes into a trial directory before training starts (sweep/trial.py)
-SWEEP_TRIAL_ENTRIES = {"trial.json", "error.txt"}
 
 
 class RunDir:
@@ -82,10 +80,10 @@ class RunDir:
     def check_new_or_ours(self, flag: str = "--out", resume: bool = False) -> None:
         """Refuse to start a run in a folder that is neither new, empty, nor a run holding only
         run files (``RUN_ENTRIES``): the user's ``summary.json`` is not overwritten, ``/`` not
-        written. A run to resume may hold other files too (``traverse --out RUN/traversals``). A
-        sweep's trial directory before its first run file holds only the sweep's own records."""
-        check_out_dir(self.path, lambda _, names: ("config.yaml" in names and (resume or set(names) <= RUN_ENTRIES))
-                      or set(names) <= SWEEP_TRIAL_ENTRIES, "a run directory of run files only", flag)
+        written. A run to resume may hold other files too (``traverse --out RUN/traversals``); a
+        sweep's trial directory is the sweep's own (``usecases.train.train_run(out_flag=None)``)."""
+        check_out_dir(self.path, lambda _, names: "config.yaml" in names and (resume or set(names) <= RUN_ENTRIES),
+                      "a run directory of run files only", flag)
 
     def lock(self):
         """Context manager: the run's exclusive lock (factorvae.io.exclusive_lock), so two

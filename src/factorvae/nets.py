@@ -8,7 +8,7 @@ the Gaussian parameters; the decoder mirrors it and returns Bernoulli logits.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F

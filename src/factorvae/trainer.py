@@ -3,7 +3,6 @@ logging, checkpoints, images and evaluation."""
 
 from __future__ import annotations
 
-import re
 import signal
 import threading
 import time

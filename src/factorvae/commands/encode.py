@@ -36,14 +36,19 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _whole(value: str, option: str, minimum: int) -> int:
+def parse_number(value: str, option: str, kind=int, minimum=0):
+    """An option's value as ``kind`` (int or float), at least ``minimum``; else one line."""
     try:
-        n = int(value)
+        v = kind(value)
     except ValueError:
-        raise UserError(f"{option} must be a whole number, got {value!r}") from None
-    if n < minimum:
-        raise UserError(f"{option} must be >= {minimum}, got {n}")
-    return n
+        raise UserError(f"{option} must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
+    if v < minimum:
+        raise UserError(f"{option} must be >= {minimum}, got {v}")
+    return v
+
+
+def _whole(value: str, option: str, minimum: int) -> int:
+    return parse_number(value, option, int, minimum)
 
 
 def check_out(out: str) -> Path:

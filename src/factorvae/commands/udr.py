@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from factorvae.commands.encode import parse_number
 from factorvae.errors import UserError
 
 
@@ -31,16 +32,6 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the full JSON result")
     p.add_argument("--out", help="also write the JSON result to this file")
     p.set_defaults(func=run)
-
-
-def _number(value: str, option: str, kind, minimum):
-    try:
-        v = kind(value)
-    except ValueError:
-        raise UserError(f"{option} must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
-    if v < minimum:
-        raise UserError(f"{option} must be >= {minimum}, got {v}")
-    return v
 
 
 def _from_files(paths: list[str]):
@@ -102,9 +93,9 @@ def run(args) -> int:
     corr = list(CORRELATIONS) if args.correlation == "both" else [args.correlation]
     if any(c not in CORRELATIONS for c in corr):
         raise UserError(f"--correlation must be lasso, spearman or both, got {args.correlation!r}")
-    points = _number(args.points, "--points", int, 2)
-    seed = _number(args.seed, "--seed", int, 0)
-    threshold = _number(args.kl_threshold, "--kl-threshold", float, 0.0)
+    points = parse_number(args.points, "--points", int, 2)
+    seed = parse_number(args.seed, "--seed", int, 0)
+    threshold = parse_number(args.kl_threshold, "--kl-threshold", float, 0.0)
     files = [s.endswith(".npz") for s in args.sources]
     if any(files) and not all(files):
         raise UserError("give either runs or .npz codes files, not both")

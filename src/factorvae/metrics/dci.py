@@ -33,6 +33,15 @@ from factorvae.metrics.gbt import GradientBoostedTrees
 BACKENDS = ("exact", "sklearn")
 
 
+def map_factors(one, K: int, workers: int) -> list:
+    """``[one(k) for k in range(K)]``, over ``workers`` threads when more than one (the fits
+    release the GIL in NumPy and scikit-learn)."""
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, range(K)))
+    return [one(k) for k in range(K)]
+
+
 def fit_importances(x_train, y_train, x_test, y_test, rng: np.random.Generator, backend: str = "exact",
                     n_jobs: int | None = None, n_estimators: int = 100):
     """Importance matrix (D, K) and per-factor train/test accuracies."""
@@ -56,11 +65,7 @@ def fit_importances(x_train, y_train, x_test, y_test, rng: np.random.Generator, 
         return (np.abs(model.feature_importances_), float(np.mean(train_pred == y_train[:, k])),
                 float(np.mean(model.predict(x_test) == y_test[:, k])))
 
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(one, range(K)))
-    else:
-        results = [one(k) for k in range(K)]
+    results = map_factors(one, K, workers)
     importance = np.stack([r[0] for r in results], axis=1)
     return importance, np.array([r[1] for r in results]), np.array([r[2] for r in results])
 

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from factorvae.errors import UserError
 from factorvae.metrics.codes import Codes
-from factorvae.metrics.dci import fit_importances
+from factorvae.metrics.dci import fit_importances, map_factors
 from factorvae.metrics.gbt import GradientBoostedTrees
 from factorvae.metrics.record import Metric
 
@@ -77,12 +76,7 @@ def factor_accuracies(predictor: str, x_train, y_train, x_test, y_test, rng: np.
         p_train, p_test = _logreg_one(x_train, y_train[:, k], x_test, int(seeds[k]))
         return np.mean(p_train == y_train[:, k]), np.mean(p_test == y_test[:, k])
 
-    workers = min(K, n_jobs or os.cpu_count() or 1)
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            res = list(pool.map(one, range(K)))
-    else:
-        res = [one(k) for k in range(K)]
+    res = map_factors(one, K, min(K, n_jobs or os.cpu_count() or 1))
     return np.array([r[0] for r in res]), np.array([r[1] for r in res])
 
 

@@ -17,12 +17,12 @@ under j = c and the pooled histogram, averaged over c (weighted by the number of
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from factorvae.errors import UserError
 from factorvae.metrics.codes import Codes
+from factorvae.metrics.dci import map_factors
 from factorvae.metrics.downstream import gbt_predict
 from factorvae.metrics.record import Metric
 
@@ -89,12 +89,7 @@ def fairness(codes: Codes, rng: np.random.Generator, num_train: int = 10000, num
             rows[j] = inter_group_fairness(counts)
         return rows
 
-    workers = min(K, n_jobs or os.cpu_count() or 1)
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(one, range(K)))
-    else:
-        results = [one(i) for i in range(K)]
+    results = map_factors(one, K, min(K, n_jobs or os.cpu_count() or 1))
     mean_f, max_f = np.zeros((K, K)), np.zeros((K, K))
     for i, rows in enumerate(results):
         for j, (a, b) in rows.items():

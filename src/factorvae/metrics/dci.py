@@ -28,7 +28,7 @@ import scipy.stats
 from factorvae.errors import UserError
 from factorvae.metrics.codes import Codes
 from factorvae.metrics.record import Metric
-from factorvae.metrics.gbt import GradientBoostedTrees
+from factorvae.metrics.gbt import GradientBoostedTrees, SklearnGBT
 
 BACKENDS = ("exact", "sklearn")
 
@@ -52,16 +52,10 @@ def fit_importances(x_train, y_train, x_test, y_test, rng: np.random.Generator, 
     inner = max(1, cores // workers)  # threads per factor: the chunks of one stage's trees
 
     def one(k):
-        if backend == "sklearn":
-            from sklearn.ensemble import GradientBoostingClassifier  # heavy; only for backend='sklearn'
-
-            model = GradientBoostingClassifier(n_estimators=n_estimators, random_state=int(seeds[k]))
-            model.fit(x_train, y_train[:, k])
-            train_pred = model.predict(x_train)
-        else:
-            model = GradientBoostedTrees(n_estimators=n_estimators, random_state=int(seeds[k]), n_jobs=inner)
-            model.fit(x_train, y_train[:, k])
-            train_pred = model.predict_train()
+        learner = SklearnGBT if backend == "sklearn" else GradientBoostedTrees
+        model = learner(n_estimators=n_estimators, random_state=int(seeds[k]), n_jobs=inner)
+        model.fit(x_train, y_train[:, k])
+        train_pred = model.predict_train()
         return (np.abs(model.feature_importances_), float(np.mean(train_pred == y_train[:, k])),
                 float(np.mean(model.predict(x_test) == y_test[:, k])))
 

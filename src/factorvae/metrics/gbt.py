@@ -320,6 +320,30 @@ class GradientBoostedTrees:
         return self.classes_[enc]
 
 
+class SklearnGBT:
+    """scikit-learn's own ``GradientBoostingClassifier`` behind this module's interface (``fit``,
+    ``predict``, ``predict_train``, ``feature_importances_``, ``classes_``): the model dlib fits,
+    for checking and for timing dlib's learner (``random_state=None``: NumPy's global stream,
+    as dlib leaves it)."""
+
+    def __init__(self, n_estimators: int = 100, random_state: int | None = None, n_jobs: int = 1, **_):
+        from sklearn.ensemble import GradientBoostingClassifier  # heavy: only when asked for
+
+        self.model = GradientBoostingClassifier(n_estimators=n_estimators, random_state=random_state)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "SklearnGBT":
+        self.model.fit(X, y)
+        self._X, self.classes_ = X, self.model.classes_
+        self.feature_importances_ = self.model.feature_importances_
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model.predict(X)
+
+    def predict_train(self) -> np.ndarray:
+        return self.model.predict(self._X)
+
+
 def _expit(x: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     pos = x >= 0

@@ -91,7 +91,7 @@ def main() -> None:
                 cpu[name] = same[0]
                 continue
             t = time.process_time()
-            RECORDS[name].function(codes, metric_rng(0, name), **params[name])
+            RECORDS[name].function(codes, metric_rng(0), **params[name])
             cpu[name] = round(time.process_time() - t, 1)
             done.append((name, params[name], cpu[name]))
             print(json.dumps({preset: {name: cpu[name]}, "loadavg": os.getloadavg()[0]}), flush=True)

@@ -119,13 +119,13 @@ def main() -> int:
             if name not in RECORDS:
                 continue
             t = time.process_time()
-            RECORDS[name].function(codes, metric_rng(args.seed, name), **RECORDS[name].presets["dlib"])
+            RECORDS[name].function(codes, metric_rng(args.seed), **RECORDS[name].presets["dlib"])
             ours = time.process_time() - t
             ref = DLIB_CPU[case][name]
             print(f"{case:<16} {name:<24} {ours:10.2f} {ref:10.1f} {ref / max(ours, 1e-3):9.1f}", flush=True)
             if name == "downstream_task_logreg" and args.replica:
                 t = time.process_time()
-                dlib_logreg_replica(codes, metric_rng(args.seed, name), **RECORDS[name].presets["dlib"])
+                dlib_logreg_replica(codes, metric_rng(args.seed), **RECORDS[name].presets["dlib"])
                 rep = time.process_time() - t
                 print(f"{case:<16} {'  dlib loop, here':<24} {ours:10.2f} {rep:10.2f} {rep / max(ours, 1e-3):9.1f}",
                       flush=True)

@@ -39,7 +39,7 @@ import time
 import numpy as np
 import torch
 
-from factorvae.metrics import dci, downstream, reduced_downstream, suite
+from factorvae.metrics import gbt, suite
 from factorvae.metrics.gbt import SklearnGBT
 from factorvae.metrics.registry import RECORDS
 from factorvae.metrics.sampled import posterior_codes
@@ -52,6 +52,11 @@ DLIB_BATCH = {"beta_vae": 64, "factor_vae": 64, "strong_downstream_task": 1000}
 class _Unseeded(SklearnGBT):
     def __init__(self, n_estimators: int = 100, random_state=None, n_jobs: int = 1, **_):
         super().__init__(n_estimators)
+
+
+class _NoSharing(dict):
+    def __setitem__(self, key, value):
+        pass
 
 
 def seconds_per_image(model, channels: int, batch: int, repeats: int = 5) -> float:
@@ -117,8 +122,8 @@ def main(argv=None) -> int:
            "images": images, "seconds": res["mean"]["seconds"]}, "dlib_images": draws,
            "images_per_s": {b: 1 / s for b, s in per_image.items()}, "dlib_encode_s": encode}
     if not args.no_dlib_compute:
-        for module in (dci, downstream, reduced_downstream):
-            module.GradientBoostedTrees = _Unseeded
+        gbt.GradientBoostedTrees = _Unseeded  # gbt.fit_gbt's default learner
+        base.fits = _NoSharing()  # dlib fits every metric's classifiers anew
         np.random.seed(args.seed)
         dres, dwall, dcpu = timed(lambda: suite.evaluate(codes["mean"], metrics=names, preset=args.preset,
                                                          seed=args.seed))

@@ -20,6 +20,7 @@ import contextlib
 
 import numpy as np
 
+from factorvae.metrics import gbt
 from factorvae.metrics.gbt import SklearnGBT
 
 #: dlib's ``batch_size`` in ``generate_batch_factor_code`` for every metric here
@@ -80,10 +81,7 @@ class _Unseeded(SklearnGBT):
 @contextlib.contextmanager
 def sklearn_learner(monkeypatch, seed: int = 0):
     """Metrics fit dlib's unseeded scikit-learn GBT, NumPy's global stream seeded with ``seed``."""
-    from factorvae.metrics import dci, downstream, reduced_downstream
-
-    for module in (dci, downstream, reduced_downstream):
-        monkeypatch.setattr(module, "GradientBoostedTrees", _Unseeded)
+    monkeypatch.setattr(gbt, "GradientBoostedTrees", _Unseeded)  # gbt.fit_gbt's default learner
     state = np.random.get_state()
     np.random.seed(seed)
     try:

@@ -4,6 +4,7 @@ dlib ran the GBT and logistic-regression tasks with one seed, so each reference 
 draw (``RandomState(0)``; the shared EXT_METRICS.md). ``dlib_replay.replay`` hands our metric
 functions, unchanged, the grid points dlib drew, in dlib's order. Then:
 
+- ``irs`` and ``unsupervised``: dlib's mean and std over its three seeds, exactly;
 - ``downstream_task_logreg``: every key equal to dlib's (the model is deterministic given the
   data), at 10 and 100 training points here and at all four sizes in the slow check. This
   includes ``iii_absent``'s ``100:test_accuracy_factor_3`` (dlib 0.910), which lies outside our
@@ -25,9 +26,9 @@ import numpy as np
 import pytest
 
 from dlib_replay import replay, sklearn_learner
-from factorvae.metrics import downstream, fairness, reduced_downstream
+from factorvae.metrics import downstream, fairness, irs, reduced_downstream, unsupervised
 from factorvae.metrics.suite import metric_rng
-from test_metrics_ext_parity import CASES, codes, reference
+from test_metrics_ext_parity import CASES, DEVIATIONS, codes, reference
 
 EXACT = 1e-6  # dlib's values went through float32 (e.g. 0.11138888945182164 for 401/3600)
 
@@ -42,13 +43,27 @@ def check_exact(case: str, metric: str, ours: dict) -> int:
 
 @pytest.mark.parametrize("case", ["ii_rotated", "iii_absent", "iv_noise"])  # all six: the slow check
 def test_logreg_on_dlibs_draws_gives_dlibs_values(case):
-    ours = downstream.METRIC_LOGREG.function(replay(codes(case)), metric_rng(0, "x"), num_train=[10, 100],
+    ours = downstream.METRIC_LOGREG.function(replay(codes(case)), metric_rng(0), num_train=[10, 100],
                                              num_test=5000)
     assert check_exact(case, "downstream_task_logreg", ours) == 2 * 4 + 2 * 2 * 5  # every key of both sizes
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_irs_and_unsupervised_on_dlibs_draws_give_dlibs_mean_and_std(case):
+    """dlib's reference is the mean and std over seeds 0-2: ours on those three draws, exactly
+    (the deliberate deviations of docs/metrics.md aside)."""
+    for rec in (irs.METRIC, unsupervised.METRIC):
+        runs = [rec.function(replay(codes(case), seed), None, **rec.presets["dlib"]) for seed in range(3)]
+        for key, ref in reference(case, rec.name).items():
+            if (rec.name, key) in DEVIATIONS:
+                continue
+            values = [r[key] for r in runs]
+            assert abs(np.mean(values) - ref["mean"]) <= EXACT and abs(np.std(values) - ref["std"]) <= EXACT, (
+                case, rec.name, key, np.mean(values), ref)
+
+
 def test_reduced_task_on_dlibs_draws_removes_dlibs_dimension():
-    ours = reduced_downstream.METRIC.function(replay(codes("iii_absent")), metric_rng(0, "reduced_downstream_task"),
+    ours = reduced_downstream.METRIC.function(replay(codes("iii_absent")), metric_rng(0),
                                               **reduced_downstream.METRIC.presets["dlib"])
     ref = reference("iii_absent", "reduced_downstream_task")
     for k in ("100:reduced_factor_4:mean_test_accuracy_factor_0", "100:reduced_factor_4:mean_test_accuracy_factor_1"):
@@ -77,8 +92,8 @@ def test_full_size_on_dlibs_draws_gives_dlibs_values(case, metric, monkeypatch):
     if metric == "fairness":
         params["n_jobs"] = 1  # dlib's order of fits: the global stream's tie-breaks follow it
     if metric == "downstream_task_logreg":
-        ours = rec.function(replay(codes(case)), metric_rng(0, metric), **params)
+        ours = rec.function(replay(codes(case)), metric_rng(0), **params)
     else:
         with sklearn_learner(monkeypatch):
-            ours = rec.function(replay(codes(case)), metric_rng(0, metric), **params)
+            ours = rec.function(replay(codes(case)), metric_rng(0), **params)
     assert check_exact(case, metric, ours) == len(reference(case, metric))

@@ -69,16 +69,24 @@ def check(case: str, metric: str, ours: dict, points=lambda key: None, skip=()) 
 DEVIATION_CASES = {("udr_v_extra_dims", "udr_spearman", k) for k in reference("udr_v_extra_dims", "udr_spearman")}
 
 
+def mean_over_seeds(function, case: str, params: dict, seeds=(0, 1, 2)) -> dict:
+    """Our mean over the seeds dlib ran (its reference is a 3-seed mean): per numeric key."""
+    runs = [function(codes(case), metric_rng(s), **params) for s in seeds]
+    return {k: float(np.mean([r[k] for r in runs])) for k, v in runs[0].items() if isinstance(v, (int, float))}
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_irs_agrees_with_dlib(case):
-    ours = irs.irs(codes(case), metric_rng(0, "irs"), **irs.METRIC.presets["dlib"])
+    # the deviation weights come from a max over the sample (heavy-tailed on v_extra_dims' N(0,1)
+    # dims: 0.461-0.497 over 8 seeds of ours), so a mean is compared with dlib's mean
+    ours = mean_over_seeds(irs.irs, case, irs.METRIC.presets["dlib"])
     assert check(case, "irs", ours) == 1
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_irs_num_active_dims_is_a_count(case):
     """dlib 1.5 sums the code values of the active dims (25,001 for i_perfect); we count them."""
-    ours = irs.irs(codes(case), metric_rng(0, "irs"), **irs.METRIC.presets["dlib"])
+    ours = irs.irs(codes(case), metric_rng(0), **irs.METRIC.presets["dlib"])
     true_active = int(np.sum(np.load(PARITY / f"{case}.npz")["codes"].var(axis=0) > 0))
     assert ours["num_active_dims"] == true_active
     assert abs(reference(case, "irs")["num_active_dims"]["mean"] - true_active) > 100  # dlib sums code values
@@ -86,7 +94,7 @@ def test_irs_num_active_dims_is_a_count(case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_unsupervised_agrees_with_dlib(case):
-    ours = unsupervised.unsupervised(codes(case), metric_rng(0, "unsupervised"), **unsupervised.METRIC.presets["dlib"])
+    ours = mean_over_seeds(unsupervised.unsupervised, case, unsupervised.METRIC.presets["dlib"])
     assert check(case, "unsupervised", ours) == 3
     ref = reference(case, "unsupervised")["gaussian_total_correlation"]
     if case != "v_extra_dims":
@@ -103,8 +111,8 @@ def test_total_correlation_with_constant_dims_is_that_of_the_others():
     assert (~varying).sum() == 2
     alone = Codes.from_arrays(d["factors"], d["codes"][:, varying], d["sizes"])
     params = unsupervised.METRIC.presets["dlib"]
-    full = unsupervised.unsupervised(codes("v_extra_dims"), metric_rng(0, "u"), **params)
-    part = unsupervised.unsupervised(alone, metric_rng(0, "u"), **params)
+    full = unsupervised.unsupervised(codes("v_extra_dims"), metric_rng(0), **params)
+    part = unsupervised.unsupervised(alone, metric_rng(0), **params)
     assert full["constant_dims"] == 2 and part["constant_dims"] == 0
     assert math.isfinite(full["gaussian_total_correlation"])
     assert full["gaussian_total_correlation"] == pytest.approx(part["gaussian_total_correlation"], rel=1e-9)
@@ -120,7 +128,7 @@ def _logreg_points(key: str, K: int = 5, num_test: int = 5000) -> int:
 def test_logistic_regression_downstream_at_1000_agrees_with_dlib(case):
     """At 1,000 training points (10,000 is in the slow file; 10 and 100 vary more from seed to
     seed than one dlib draw can pin: see the slow file)."""
-    ours = downstream.downstream_task_logreg(codes(case), metric_rng(0, "downstream_task_logreg"),
+    ours = downstream.downstream_task_logreg(codes(case), metric_rng(0),
                                              num_train=[1000], num_test=5000)
     keys = [k for k in reference(case, "downstream_task_logreg") if not k.startswith("1000:")]
     assert check(case, "downstream_task_logreg", ours, _logreg_points, skip=keys) == 14

@@ -51,7 +51,7 @@ def codes(case: str) -> Codes:
 
 @functools.lru_cache(maxsize=None)
 def ours(case: str, metric: str) -> dict:
-    return RECORDS[metric].function(codes(case), metric_rng(SEED, metric), **PRESETS["dlib"][metric])
+    return RECORDS[metric].function(codes(case), metric_rng(SEED), **PRESETS["dlib"][metric])
 
 
 def tolerance(key: str, ref: dict) -> float:

@@ -112,7 +112,9 @@ class Codes:
     """Codes of every (needed) grid point, addressed by factor classes.
 
     Attributes: ``grid`` (the scored factors), ``num_codes`` (D), ``images_encoded`` and
-    ``encoder_calls`` (work done by the encoder so far; 0 for arrays).
+    ``encoder_calls`` (work done by the encoder so far; 0 for arrays), ``fits`` (classifiers
+    fitted on these codes, keyed by their training data: metrics that train on the same draw
+    share one fit, ``gbt.fit_gbt``).
     """
 
     full_grid: FactorGrid
@@ -124,6 +126,7 @@ class Codes:
         self.num_codes = int(num_codes)
         self.images_encoded = 0
         self.encoder_calls = 0
+        self.fits: dict = {}
 
     def __repr__(self) -> str:  # short: never the code table
         kind = f"a sample of {self.num_points:,} points" if self.is_sample else f"{self.num_encoded:,} points held"

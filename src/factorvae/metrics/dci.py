@@ -28,7 +28,7 @@ import scipy.stats
 from factorvae.errors import UserError
 from factorvae.metrics.codes import Codes
 from factorvae.metrics.record import Metric
-from factorvae.metrics.gbt import GradientBoostedTrees, SklearnGBT
+from factorvae.metrics.gbt import SklearnGBT, fit_gbt
 
 BACKENDS = ("exact", "sklearn")
 
@@ -42,19 +42,17 @@ def map_factors(one, K: int, workers: int) -> list:
     return [one(k) for k in range(K)]
 
 
-def fit_importances(x_train, y_train, x_test, y_test, rng: np.random.Generator, backend: str = "exact",
-                    n_jobs: int | None = None, n_estimators: int = 100):
-    """Importance matrix (D, K) and per-factor train/test accuracies."""
+def fit_importances(x_train, y_train, x_test, y_test, backend: str = "exact", n_jobs: int | None = None,
+                    n_estimators: int = 100, cache: dict | None = None):
+    """Importance matrix (D, K) and per-factor train/test accuracies (one GBT per factor,
+    ``gbt.fit_gbt``: reused from ``cache`` when another metric fitted it on the same data)."""
     K = y_train.shape[1]
-    seeds = rng.integers(2**31 - 1, size=K)
     cores = n_jobs if n_jobs else (os.cpu_count() or 1)
     workers = min(K, cores)
     inner = max(1, cores // workers)  # threads per factor: the chunks of one stage's trees
 
     def one(k):
-        learner = SklearnGBT if backend == "sklearn" else GradientBoostedTrees
-        model = learner(n_estimators=n_estimators, random_state=int(seeds[k]), n_jobs=inner)
-        model.fit(x_train, y_train[:, k])
+        model = fit_gbt(x_train, y_train[:, k], cache, n_estimators, inner, SklearnGBT if backend == "sklearn" else None)
         train_pred = model.predict_train()
         return (np.abs(model.feature_importances_), float(np.mean(train_pred == y_train[:, k])),
                 float(np.mean(model.predict(x_test) == y_test[:, k])))
@@ -97,8 +95,8 @@ def dci(codes: Codes, rng: np.random.Generator, num_train: int = 10000, num_test
     if num_train < 2 or num_test < 1 or n_estimators < 1:
         raise UserError("dci: num_train >= 2, num_test >= 1 and n_estimators >= 1 are needed")
     (y_train, x_train), (y_test, x_test) = codes.sample_split(num_train, num_test, rng)
-    importance, acc_train, acc_test = fit_importances(x_train, y_train, x_test, y_test, rng, backend, n_jobs,
-                                                      n_estimators)
+    importance, acc_train, acc_test = fit_importances(x_train, y_train, x_test, y_test, backend, n_jobs,
+                                                      n_estimators, codes.fits)
     if codes.num_codes == 1:  # entropy in base 1 is undefined: one code is trivially complete
         comp = 1.0
     else:

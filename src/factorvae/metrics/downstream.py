@@ -31,7 +31,7 @@ import numpy as np
 from factorvae.errors import UserError
 from factorvae.metrics.codes import Codes
 from factorvae.metrics.dci import fit_importances, map_factors
-from factorvae.metrics.gbt import GradientBoostedTrees
+from factorvae.metrics.gbt import fit_gbt
 from factorvae.metrics.record import Metric
 
 PREDICTORS = ("logreg", "boost")
@@ -51,10 +51,10 @@ def _logreg_one(x_train, y, x_test, seed: int):
     return model.predict(x_train), model.predict(x_test)
 
 
-def gbt_predict(x_train, y, x_eval: list[np.ndarray], seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One exact GBT (sklearn's defaults) fitted on (x_train, y): its training predictions and
-    its predictions for each array of ``x_eval``."""
-    model = GradientBoostedTrees(random_state=seed).fit(x_train, y)
+def gbt_predict(x_train, y, x_eval: list[np.ndarray], cache: dict | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One exact GBT (sklearn's defaults) fitted on (x_train, y) (``gbt.fit_gbt``, shared through
+    ``cache``): its training predictions and its predictions for each array of ``x_eval``."""
+    model = fit_gbt(x_train, y, cache)
     train = model.predict_train()
     if train is None:  # one class
         train = np.full(len(x_train), model.classes_[0])
@@ -62,10 +62,11 @@ def gbt_predict(x_train, y, x_eval: list[np.ndarray], seed: int) -> tuple[np.nda
 
 
 def factor_accuracies(predictor: str, x_train, y_train, x_test, y_test, rng: np.random.Generator,
-                      n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-factor train and test accuracy of ``predictor`` fitted on the codes, one per factor."""
+                      n_jobs: int | None = None, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-factor train and test accuracy of ``predictor`` fitted on the codes, one per factor
+    (GBTs shared through ``cache``, ``Codes.fits``)."""
     if predictor == "boost":
-        _, train, test = fit_importances(x_train, y_train, x_test, y_test, rng, n_jobs=n_jobs)
+        _, train, test = fit_importances(x_train, y_train, x_test, y_test, n_jobs=n_jobs, cache=cache)
         return train, test
     if predictor != "logreg":
         raise UserError(f"unknown predictor {predictor!r}; choose one of {', '.join(PREDICTORS)}")
@@ -107,7 +108,7 @@ def downstream_task(codes: Codes, rng: np.random.Generator, num_train=(10, 100, 
     out: dict = {}
     for n in sizes:
         (y_train, x_train), (y_test, x_test) = codes.sample_split(n, num_test, rng)
-        train, test = factor_accuracies(predictor, x_train, y_train, x_test, y_test, rng, n_jobs)
+        train, test = factor_accuracies(predictor, x_train, y_train, x_test, y_test, rng, n_jobs, codes.fits)
         out.update(accuracy_scores(str(n), train, test))
     return out
 

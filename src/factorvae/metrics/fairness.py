@@ -77,11 +77,10 @@ def fairness(codes: Codes, rng: np.random.Generator, num_train: int = 10000, num
                 inter[:, :, j] = np.arange(sizes[j])[:, None]
                 tests[i, j] = inter.reshape(-1, K)
     codes.prefetch(np.concatenate(list(tests.values())))
-    seeds = rng.integers(2**31 - 1, size=K)
 
     def one(i):
         js = [j for j in range(K) if j != i]
-        _, preds = gbt_predict(x_train, y_train[:, i], [codes.get(tests[i, j]) for j in js], int(seeds[i]))
+        _, preds = gbt_predict(x_train, y_train[:, i], [codes.get(tests[i, j]) for j in js], codes.fits)
         rows = {}
         for j, p in zip(js, preds):
             p = p.reshape(sizes[j], num_test_points_per_class)

@@ -31,6 +31,7 @@ predictions against scikit-learn.
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -342,6 +343,40 @@ class SklearnGBT:
 
     def predict_train(self) -> np.ndarray:
         return self.model.predict(self._X)
+
+
+
+def _digest(*arrays: np.ndarray) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.digest()
+
+
+def fit_seed(X: np.ndarray, y: np.ndarray) -> int:
+    """The trees' tie-breaking seed: a hash of their training data, so the same data gives the
+    same trees in every metric (and one fit can serve them all)."""
+    return int.from_bytes(_digest(X, y)[:4], "little") & 0x7FFFFFFF
+
+
+def fit_gbt(X: np.ndarray, y: np.ndarray, cache: dict | None = None, n_estimators: int = 100, n_jobs: int = 1,
+            learner=None):
+    """A fitted GBT (``learner``, default this module's exact one) seeded by :func:`fit_seed`.
+    ``cache`` (``Codes.fits``): a fit on the same data, learner and size is reused, not
+    repeated; DCI, the boosted-tree downstream task and fairness train on the same draw of
+    the same grid points (dlib's DCI and fairness do too: each starts from ``RandomState(seed)``)."""
+    learner = learner or GradientBoostedTrees
+    key = None
+    if cache is not None:
+        key = (learner.__module__, learner.__qualname__, int(n_estimators), _digest(X, y))
+        if key in cache:
+            return cache[key]
+    model = learner(n_estimators=n_estimators, random_state=fit_seed(X, y), n_jobs=n_jobs).fit(X, y)
+    if key is not None:
+        cache[key] = model
+    return model
 
 
 def _expit(x: np.ndarray) -> np.ndarray:

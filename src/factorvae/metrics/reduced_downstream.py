@@ -20,7 +20,7 @@ import numpy as np
 from factorvae.errors import UserError
 from factorvae.metrics.codes import Codes
 from factorvae.metrics.downstream import factor_accuracies, train_sizes
-from factorvae.metrics.gbt import GradientBoostedTrees
+from factorvae.metrics.gbt import fit_gbt
 from factorvae.metrics.record import Metric
 
 
@@ -39,8 +39,7 @@ def reduced_downstream_task(codes: Codes, rng: np.random.Generator, num_train=(1
         for f in range(K):
             keep = np.arange(D)
             for _ in range(num_factors_to_remove):
-                gbt = GradientBoostedTrees(random_state=int(rng.integers(2**31 - 1)))
-                importance = np.abs(gbt.fit(x_train[:, keep], y_train[:, f]).feature_importances_)
+                importance = np.abs(fit_gbt(x_train[:, keep], y_train[:, f]).feature_importances_)
                 keep = np.delete(keep, int(np.argmax(importance)))
             train, test = factor_accuracies("boost", x_train[:, keep], y_train, x_test[:, keep], y_test, rng)
             p = f"{n}:reduced_factor_{f}"

@@ -55,6 +55,7 @@ class _Columns(Codes):
     images_encoded = property(lambda self: self.base.images_encoded)
     encoder_calls = property(lambda self: self.base.encoder_calls)
     num_encoded = property(lambda self: self.base.num_encoded)
+    fits = property(lambda self: self.base.fits)  # keyed by the data: the halves never collide
 
     def prefetch(self, classes):
         self.base.prefetch(classes)

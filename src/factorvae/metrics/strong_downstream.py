@@ -53,7 +53,7 @@ def strong_downstream_task(codes: Codes, rng: np.random.Generator, num_train=(10
         for i in range(K):
             for _ in range(n_experiment):
                 a, b = intervene(f_train, f_test, i, codes.grid.sizes, rng)
-                p_train, (p_test,) = gbt_predict(codes.get(a), a[:, i], [codes.get(b)], int(rng.integers(2**31 - 1)))
+                p_train, (p_test,) = gbt_predict(codes.get(a), a[:, i], [codes.get(b)])
                 s_train.append(np.mean(p_train == a[:, i]))
                 s_test.append(np.mean(p_test == b[:, i]))
         key = str(n)

@@ -9,8 +9,10 @@ Presets (docs/metrics.md explains each number):
   keep the dlib settings.
 - ``fast``: fewer points for quick looks during training (``train --eval-every``).
 
-Each metric draws from its own generator, seeded by (seed, metric name): adding or removing
-a metric never changes another metric's numbers.
+Each metric draws from a fresh generator seeded with ``seed``, as disentanglement_lib gives each
+metric a fresh ``RandomState(seed)``: adding or removing a metric never changes another
+metric's numbers, and metrics whose first draw is the same training set (DCI, fairness) fit
+their classifiers once (``Codes.fits``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import copy
 import inspect
 import math
 import time
-import zlib
 
 import numpy as np
 import torch
@@ -113,9 +114,10 @@ def parse_settings(items: list[str] | None) -> dict[str, dict]:
     return check_overrides(out)
 
 
-def metric_rng(seed: int, name: str) -> np.random.Generator:
-    """The generator of one metric: independent of which other metrics run."""
-    return np.random.default_rng([int(seed), zlib.crc32(name.encode())])
+def metric_rng(seed: int) -> np.random.Generator:
+    """A metric's generator: fresh for each metric, the same stream for every metric (dlib's
+    ``evaluate.py``), independent of which other metrics run."""
+    return np.random.default_rng(int(seed))
 
 
 def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, progress: bool = False,
@@ -149,7 +151,7 @@ def evaluate(codes: Codes, metrics=None, preset: str = "dlib", seed: int = 0, pr
             codes.draws.clear()
         t = time.perf_counter()
         try:
-            result = RECORDS[name].function(codes, metric_rng(seed, name), **params[name])
+            result = RECORDS[name].function(codes, metric_rng(seed), **params[name])
         except TypeError as e:
             if name not in overrides:
                 raise

@@ -53,6 +53,7 @@ class _Replay:
     def __init__(self, codes, seed: int):
         self._codes, self._stream = codes, _Stream(seed)
         self.grid = _Grid(codes.grid, self._stream)
+        self.fits: dict = {}  # dlib fits every metric's classifiers anew: nothing shared
 
     def sample(self, n, rng=None):  # dlib's generate_batch_factor_code: batches of 16
         n = int(n)

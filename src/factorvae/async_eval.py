@@ -28,6 +28,7 @@ import multiprocessing
 import signal
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_for
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
@@ -39,6 +40,11 @@ from factorvae.data.grid import FactorGrid
 from factorvae.group import RunGroup
 from factorvae.metrics.codes import Codes, encode_batch
 from factorvae.metrics.suite import evaluate
+
+#: evaluation steps in flight at most: a further one first waits for the oldest (a worker slower
+#: than ``eval_every`` steps of training would otherwise pile up codes without end)
+MAX_IN_FLIGHT = 2
+
 
 def wanted(setting, device) -> bool:
     """Whether ``train.eval_async`` (auto, true or false; checked by ``config.resolve``) asks for
@@ -142,6 +148,9 @@ class AsyncEval:
         ``sinks[i](scores)`` logs model i's scores once they are back (``poll``)."""
         grid = require_grid(dataset)
         codes = encode_grid(models, dataset, strategy=strategy)
+        while len({s for _, s, _, _ in self._pending}) >= MAX_IN_FLIGHT:
+            wait_for([self._pending[0][0]])
+            self.poll()
         pool = self._start()
         for z, seed, label, sink in zip(codes, seeds, labels, sinks):
             future = pool.submit(score, z, grid.sizes, grid.names, metrics, preset, seed)
@@ -159,7 +168,8 @@ class AsyncEval:
                 scores = future.result()
             except BrokenProcessPool as e:
                 self._drop_pool()
-                self._warn(label, step, f"the worker process was lost ({e})")
+                self._warn(label, step, f"the worker process was lost ({e}; a script that trains must guard "
+                                        "its entry with `if __name__ == \"__main__\":`, the worker starts with spawn)")
             except Exception as e:  # the worker's exception, re-raised here
                 self._warn(label, step, f"{type(e).__name__}: {str(e)[:300]}")
             else:

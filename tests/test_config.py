@@ -109,3 +109,17 @@ def test_validation_builds_no_model(monkeypatch, sets, message):
     with pytest.raises(UserError) as e:
         resolve(parse_set(sets))
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("true", True), ("false", False)])
+def test_eval_async_is_auto_true_or_false(value, expected):
+    assert DEFAULTS["train"]["eval_async"] == "auto"
+    assert resolve(parse_set([f"train.eval_async={value}"]))["train"]["eval_async"] == expected
+
+
+@pytest.mark.parametrize("value", ["sometimes", "1", "[true]"])
+def test_a_bad_eval_async_is_one_clear_message(value):
+    with pytest.raises(UserError) as e:
+        resolve(parse_set([f"train.eval_async={value}"]))
+    assert str(e.value).startswith("train.eval_async must be auto, true or false, got ")
+    assert "\n" not in str(e.value)

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "src" / "factorvae"
 #: bottom to top, as the table in docs/architecture.md
 LAYERS = [["errors", "io"], ["loggers"], ["gaussian"], ["data"], ["nets"], ["methods"], ["metrics"], ["config"], ["weights"],
-          ["pretrained", "runs"], ["export"], ["viz"], ["group", "fastpath", "trainer", "group_train"], ["usecases"],
+          ["pretrained", "runs"], ["export"], ["viz"], ["group", "async_eval", "fastpath", "trainer", "group_train"], ["usecases"],
           ["sweep"], ["report"], ["__init__", "__main__", "cli", "commands"]]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -38,6 +38,9 @@ DEFAULTS: dict = {
         "eval_every": 0,
         "eval_preset": "fast",
         "eval_metrics": None,  # metrics scored every eval_every steps (None: all six)
+        # score them in a worker process while training goes on (factorvae.async_eval): auto (on
+        # CUDA), true, false (in the training process, which waits)
+        "eval_async": "auto",
         "threads": 0,
         # experiment trackers (factorvae.loggers): tensorboard, wandb, mlflow, csv
         "loggers": ["tensorboard"],
@@ -214,6 +217,8 @@ def resolve(*layers: dict) -> dict:
             t["eval_metrics"] = parse_metrics(t["eval_metrics"])
         except UserError as e:
             raise UserError(f"train.eval_metrics: {e}") from None
+    if not (t["eval_async"] == "auto" or isinstance(t["eval_async"], bool)):
+        raise UserError(f"train.eval_async must be auto, true or false, got {t['eval_async']!r}")
     t["threads"] = check_number("train", "threads", t["threads"], minimum=0, integer=True)
     t["loggers"] = parse_loggers(t["loggers"])
     for key in ("true_tc_every", "true_tc_samples", "true_tc_data"):

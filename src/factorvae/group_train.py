@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from tqdm.auto import tqdm
 
+from factorvae.async_eval import AsyncEval
 from factorvae.data import require_grid
 from factorvae.errors import UserError
 from factorvae.group import RunGroup, configure_device, group_key
@@ -73,15 +74,17 @@ def train_group(cfgs: list[dict], outs: list, resume: bool | list[bool] = False,
             runs.append(_Run(cfg, rd, model, generators, step,
                              open_loggers(t["loggers"], rd.path, cfg, resume_step=step if res else None)))
         try:
-            for start in sorted({r.step for r in runs}):  # runs at different steps: separate groups
-                _train_members([r for r in runs if r.step == start], dataset, progress)
+            # one worker process for every group's evaluations (None: evaluations in this process)
+            with AsyncEval.for_training(cfgs[0], device, dataset) or contextlib.nullcontext() as evaluator:
+                for start in sorted({r.step for r in runs}):  # runs at different steps: separate groups
+                    _train_members([r for r in runs if r.step == start], dataset, progress, evaluator)
         finally:
             for r in runs:
                 r.loggers.close()  # finished runs closed theirs in finish(); a second close does nothing
     return [r.summary for r in runs]
 
 
-def _train_members(members: list[_Run], dataset, progress: bool) -> None:
+def _train_members(members: list[_Run], dataset, progress: bool, evaluator: AsyncEval | None = None) -> None:
     t = members[0].cfg["train"]
     step = members[0].step
     group = RunGroup([r.model for r in members], [r.generators["data"] for r in members], ids=list(range(len(members))),
@@ -113,16 +116,27 @@ def _train_members(members: list[_Run], dataset, progress: bool) -> None:
                         r.last["true_tc"] = tcs[j]
                     record_log(r.model, dataset, r.cfg, r.run, r.loggers, step, r.last, rate)
                     r.model.train()
+                if evaluator is not None:
+                    evaluator.poll()  # scores back from the worker, logged at their own step
                 sums, count, t_last = {}, 0, time.perf_counter()
             if len(group) and due(members[0].cfg, step):
                 group.unstack()  # members hold the group's weights and optimiser states
                 live = [members[i] for i in group.ids]
-                scores = _evaluate_members(live, dataset, step)
+                scores = None
+                if evaluator is not None and eval_due(live[0].cfg, step):  # encoded now, scored in the worker
+                    evaluator.submit([r.model for r in live], dataset, t["eval_preset"],
+                                     [r.cfg["train"]["seed"] for r in live], t.get("eval_metrics"), step,
+                                     [str(r.run.path) for r in live],
+                                     [lambda s, r=r, at=step: log_eval(s, r.run, r.loggers, at) for r in live])
+                elif evaluator is None:
+                    scores = _evaluate_members(live, dataset, step)
                 for j, r in enumerate(live):
                     if scores:
                         log_eval(scores[j], r.run, r.loggers, step)
                     periodic_work(r.model, dataset, r.cfg, r.run, r.loggers, step, r.generators,
-                                  evaluate=scores is None)
+                                  evaluate=scores is None and evaluator is None)
+        if evaluator is not None:
+            evaluator.drain()  # every evaluation logged before the summaries
     finally:
         bar.close()
         for r in members:

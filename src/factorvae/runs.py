@@ -163,13 +163,15 @@ class RunDir:
         return out
 
     def last_step(self) -> int | None:
-        """The step of the last logged record (None: nothing logged)."""
+        """The highest step logged (None: nothing logged); not the last record's, since scores
+        from an asynchronous evaluation (``train.eval_async``) arrive after later steps' records."""
         step = None
         for rec in self.read_metrics():
             try:
-                step = int(rec.get("step", step))
-            except (ValueError, TypeError):
+                at = int(rec["step"])
+            except (KeyError, ValueError, TypeError):
                 continue
+            step = at if step is None else max(step, at)
         return step
 
     def truncate_metrics(self, step: int) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from factorvae.async_eval import AsyncEval
 from factorvae.errors import UserError
 from factorvae.group import autocast, configure_device
 from factorvae.io import atomic_write_json
@@ -115,7 +116,9 @@ def _train_locked(cfg: dict, run: RunDir, resume: bool, progress: bool, dataset)
     bar = tqdm(total=t["steps"], initial=step, desc=f"{model.name}", disable=not progress, unit="step",
                dynamic_ncols=True)
     signals = _SignalFlag()
+    evaluator = None
     try:
+        evaluator = AsyncEval.for_training(cfg, device, dataset)  # None: evaluations in this process
         while step < t["steps"]:
             x1 = dataset.sample_batch(t["batch_size"], data_gen)
             x2 = (dataset.sample_batch(t["batch_size"] * model.second_batches, data_gen)
@@ -132,14 +135,23 @@ def _train_locked(cfg: dict, run: RunDir, resume: bool, progress: bool, dataset)
                 last = {k: float(v) / count for k, v in sums.items()}
                 record_log(model, dataset, cfg, run, loggers, step, last, count / max(now - t_last, 1e-9))
                 bar.set_postfix({k: f"{last[k]:.3g}" for k in ("recon", "kl", "tc", "d_acc", "loss") if k in last})
+                if evaluator is not None:
+                    evaluator.poll()  # scores back from the worker, logged at their own step
                 sums, count, t_last = {}, 0, time.perf_counter()
-            saved = periodic_work(model, dataset, cfg, run, loggers, step, generators)
+            if evaluator is not None and eval_due(cfg, step):
+                evaluator.submit([model], dataset, t["eval_preset"], [t["seed"]], t.get("eval_metrics"), step,
+                                 [str(run.path)], [lambda s, at=step: log_eval(s, run, loggers, at)])
+            saved = periodic_work(model, dataset, cfg, run, loggers, step, generators, evaluate=evaluator is None)
             if signals.caught:
                 signals.stopping = True
                 if not saved:
                     run.save_checkpoint(model, step, generators)
                 raise Interrupted(signals.caught[0], step, run.path)
+        if evaluator is not None:
+            evaluator.close()  # every evaluation logged before the summary
     except BaseException:
+        if evaluator is not None:
+            evaluator.abort()
         loggers.close()
         raise
     finally:

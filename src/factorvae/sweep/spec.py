@@ -52,7 +52,7 @@ ANALYSES = ("exact", "quick")
 MAX_TRIALS = 100_000  # the Locatello et al. study is 12,600; 2·10⁶ is a typo, refused in seconds
 #: keys that describe the machine, not the experiment: left out of the trial hash
 MACHINE_KEYS = (("train", "device"), ("train", "threads"), ("train", "loggers"), ("data", "cache_dir"),
-                ("train", "group_strategy"), ("train", "compile"))
+                ("train", "group_strategy"), ("train", "compile"), ("train", "eval_async"))
 
 
 @dataclass

@@ -19,8 +19,9 @@ from factorvae.trainer import check_steps, train
 
 #: steps timed (after 2 warm-up steps) for the expected-time line; skipped for shorter runs
 ESTIMATE_STEPS, ESTIMATE_MIN_REMAINING = 5, 50
-#: what a resumed run may change; every other option must repeat the saved config
-RESUMABLE_KEYS = ("train.steps", "train.device", "train.loggers", "train.threads")  # threads: a machine key, picked on every start
+#: what a resumed run may change; every other option must repeat the saved config (threads and
+#: eval_async: machine keys, the results do not depend on them; picked on every start)
+RESUMABLE_KEYS = ("train.steps", "train.device", "train.loggers", "train.threads", "train.eval_async")
 
 
 def usable_cores() -> int:
@@ -81,7 +82,8 @@ def _saved_value(cfg: dict, key: str):
 
 def resume_config(rd: RunDir, given: dict) -> dict:
     """The saved config of the run in ``rd`` with ``train.steps`` / ``train.device`` /
-    ``train.loggers`` of ``given`` ({dotted key: value}, the options given again) applied.
+    ``train.loggers`` / ``train.threads`` / ``train.eval_async`` of ``given`` ({dotted key: value},
+    the options given again) applied.
     Other options given again must equal the saved values; a differing one is refused by name."""
     saved = rd.read_config()
     given = dict(given)
@@ -95,12 +97,14 @@ def resume_config(rd: RunDir, given: dict) -> dict:
             old = _saved_value(saved, key)
         except KeyError:
             raise UserError(f"--resume: {key} is not in the saved config of {rd.path}; "
-                            "a resumed run keeps its config (only --steps, --device, --threads and --logger may change)") from None
+                            "a resumed run keeps its config (only --steps, --device, --threads, --logger and "
+                            "train.eval_async may change)") from None
         if value != old:
             if key == "model.name":
                 raise UserError(f"{rd.path} holds a {old!r} run, not {value!r} (model.name); choose another --out")
             raise UserError(f"--resume: {key}={value!r} differs from {old!r} in {rd.config_path}; "
-                            "a resumed run keeps its config (only --steps, --device, --threads and --logger may change)")
+                            "a resumed run keeps its config (only --steps, --device, --threads, --logger and "
+                            "train.eval_async may change)")
     for key in RESUMABLE_KEYS:
         if key in given:
             section, name = key.split(".")

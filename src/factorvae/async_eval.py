@@ -12,7 +12,7 @@ belong to when they arrive (``AsyncEval.poll`` at log steps), and ``drain`` wait
 outstanding ones before a run's summary.
 
 The scores equal the synchronous evaluation's (``evaluate_model`` / ``group_train.evaluate_group``):
-every metric draws its grid points from its own generator seeded by (seed, metric)
+every metric draws its grid points from a generator seeded by the run's seed
 (``suite.metric_rng``), and a complete table serves any draw, so the draws are the same; the
 codes differ only by the float rounding of another batch composition. A whole grid costs more
 encoding than the points the metrics draw (the price of exactness: a metric chooses its points

@@ -4,6 +4,7 @@ factor names) and the rank correlation between metrics across the sweep."""
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 
@@ -77,8 +78,9 @@ def test_udr_within_settings_and_across_the_sweep(tmp_path, monkeypatch):
         def __init__(self, path):
             t = json.loads((path / "trial.json").read_text())
             noise = t["method"] == "betavae" and t["params"].get("model.beta") == 1
-            rng = np.random.default_rng(abs(hash(path.name)) % 1000)
-            self.model = Model(rng.permutation(3), (abs(hash(path.name)) % 97 + 1) if noise else 0)
+            key = zlib.crc32(path.name.encode())  # str hash() changes per process: two noise codes could coincide
+            rng = np.random.default_rng(key)
+            self.model = Model(rng.permutation(3), key + 1 if noise else 0)
             self.config = {"data": {"name": "fake"}}
 
     monkeypatch.setattr(sweep_udr, "load_run", lambda path, load_data=True: Run(path))

@@ -20,7 +20,8 @@ before the periodic work, the other sizes and bf16 after it:
 5. periodic work: one true TC estimate of a group of 10 (2,000 samples, the whole data set as
    mixture: ``models_total_correlation``), one Fig. 5 evaluation of a group of 10
    (``evaluate_group``, FactorVAE + Higgins metrics, ``fast`` preset), the same with the ``paper``
-   preset (the sweep's final evaluation), one checkpoint;
+   preset (the sweep's final evaluation), the part of one such evaluation that training waits
+   for with ``train.eval_async`` (the whole grid encoded; ``async_eval.encode_grid``), one checkpoint;
 6. projection (benchmarks/gpu_projection.py): device minutes of
    configs/sweeps/paper_core_2dshapes.yaml and of the headline pair (configs/sweeps/headline_pair.yaml)
    at 3e5 steps, from the rates and costs above, and the largest step count of the headline pair
@@ -49,6 +50,7 @@ from factorvae.data import load_dataset
 from factorvae.data.dsprites import GRID
 from factorvae.data.store import ImageData
 from factorvae.group import RunGroup, configure_device
+from factorvae.async_eval import encode_grid
 from factorvae.group_train import evaluate_group
 from factorvae.io import atomic_write_json
 from factorvae.metrics.tc import models_total_correlation
@@ -184,6 +186,16 @@ def periodic_costs(args, dataset, device, clock: Clock) -> dict:
         evaluate_group(group.members, dataset, "fast", 0, metrics=["factor_vae", "beta_vae"])
         out["eval_group10_s"] = time.perf_counter() - t0
         print(f"Fig. 5 evaluation (factor_vae + beta_vae, fast), group of 10: {out['eval_group10_s']:.2f} s", flush=True)
+    if "eval_group10_s" in out and clock.allows(40, "train.eval_async's blocking part for a group of 10"):
+        sync(device)
+        t0 = time.perf_counter()
+        encode_grid(group.members, dataset)  # what training waits for with eval_async (the rest is the worker's)
+        sync(device)
+        out["eval_async_blocked_group10_s"] = time.perf_counter() - t0
+        print(f"Fig. 5 evaluation with train.eval_async, group of 10, training blocked (whole grid encoded): "
+              f"{out['eval_async_blocked_group10_s']:.2f} s (against {out['eval_group10_s']:.2f} s synchronous: "
+              f"set eval_async {'true' if out['eval_async_blocked_group10_s'] < out['eval_group10_s'] else 'false'})",
+              flush=True)
     if dataset.grid is not None and clock.allows(90, "final (paper preset) evaluation of a group of 10"):
         t0 = time.perf_counter()
         evaluate_group(group.members, dataset, "paper", 0, metrics=["factor_vae", "beta_vae"])
@@ -315,6 +327,9 @@ def main() -> int:
 
     def save():  # after every figure: a check stopped by its timeout still leaves what it measured
         result["choice"] = choose(result["speed"], exact_ok)
+        per = result["periodic"]
+        if result["choice"] and "eval_async_blocked_group10_s" in per:  # whichever blocks training less
+            result["choice"]["eval_async"] = per["eval_async_blocked_group10_s"] < per["eval_group10_s"]
         result["projection"] = projection(result)
         result["seconds"] = time.perf_counter() - clock.t0
         atomic_write_json(out / "check.json", result)

@@ -53,7 +53,8 @@ def project(check: dict, spec_path: str, steps: int | None = None) -> dict | Non
             return None
         per_step += sec
         per_step += cost.get("tc_group10_s", 0) / train["true_tc_every"] if train.get("true_tc_every") else 0
-        per_step += cost.get("eval_group10_s", 0) / train["eval_every"] if train.get("eval_every") else 0
+        blocked = min(cost.get("eval_group10_s", 0), cost.get("eval_async_blocked_group10_s", float("inf")))
+        per_step += blocked / train["eval_every"] if train.get("eval_every") else 0  # the path the check chose
         per_step += n * cost.get("ckpt_s", 0) / train.get("ckpt_every", 10_000)
         fixed += cost.get("eval_paper_group10_s", 0)
     return {"seconds": steps * per_step + fixed, "per_step_s": per_step, "fixed_s": fixed, "steps": steps}

@@ -4,8 +4,8 @@ chose, optionally shrunk to a device-time budget, then its report.
     python3 -u benchmarks/reproduce.py --spec SPEC --out DIR [--check OUTDIR/gpu_check.tar.gz | check.json]
                                        [--minutes M] [-- extra `factorvae sweep` arguments]
 
-- ``--check``: benchmarks/gpu_check.sh's tarball (or its check.json): ``train.group_strategy`` and
-  ``train.precision`` come from its choice (without one: the spec's, i.e. ``auto`` and fp32).
+- ``--check``: benchmarks/gpu_check.sh's tarball (or its check.json): ``train.group_strategy``,
+  ``train.precision`` and ``train.eval_async`` come from its choice (without one: the spec's, i.e. ``auto`` and fp32).
 - ``--minutes M``: ``train.steps`` becomes the largest multiple of 1,000 (at most the spec's) whose
   projected device time (benchmarks/gpu_projection.py: group steps, periodic work, final
   evaluation) fits M minutes; printed before training starts. Needs ``--check``.
@@ -60,6 +60,8 @@ def main() -> int:
     choice = (check or {}).get("choice")
     if check and choice:
         sets += [f"train.group_strategy={choice['group_strategy']}", f"train.precision={choice['precision']}"]
+        if "eval_async" in choice:  # the periodic evaluation that blocks training less, as measured
+            sets.append(f"train.eval_async={str(choice['eval_async']).lower()}")
         print(f"reproduce: from the GPU check on {check.get('device')}: path {choice['group_strategy']}, "
               f"precision {choice['precision']}", flush=True)
     elif check:

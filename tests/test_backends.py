@@ -4,6 +4,8 @@ package runs a sweep with nothing else changed."""
 
 from __future__ import annotations
 
+import multiprocessing
+
 import pytest
 from test_sweep import micro_spec
 
@@ -11,7 +13,7 @@ from factorvae.errors import UserError
 from factorvae.sweep import BACKENDS, get_backend, load_spec, run_sweep
 from factorvae.sweep.backends import Backend
 from factorvae.sweep.backends.local import LocalBackend
-from factorvae.sweep.backends.pool import PoolBackend
+from factorvae.sweep.backends.pool import PoolBackend, _Worker
 
 
 class Recording(Backend):
@@ -75,3 +77,14 @@ def test_backends_are_selected_by_name():
         get_backend("x")
     with pytest.raises(UserError, match="--workers must be >= 0"):
         PoolBackend(workers=-1)
+
+
+def test_pool_workers_may_start_their_own_worker_process():
+    """A trial's training starts its evaluation worker (train.eval_async): a daemonic pool
+    worker could not (multiprocessing refuses children of daemonic processes)."""
+    worker = _Worker(multiprocessing.get_context("spawn"))
+    try:
+        assert worker.process.is_alive() and not worker.process.daemon
+    finally:
+        worker.stop(30)
+    assert not worker.process.is_alive()

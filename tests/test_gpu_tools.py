@@ -108,3 +108,20 @@ def test_reproduce_reads_the_checks_tarball_and_states_the_budget(tmp_path):
 def test_reproduce_refuses_a_missing_check_in_one_line(tmp_path, args, message):
     out = reproduce("--spec", HEADLINE, "--out", str(tmp_path / "run"), *args)
     assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_the_periodic_evaluation_costs_what_blocks_training_less(tmp_path):
+    """With train.eval_async, training waits only for the grid's encoding: the check measures
+    both, chooses the smaller, the projection counts it and make reproduce sets it."""
+    sync = a_check()
+    cheap = a_check()
+    cheap["periodic"]["eval_async_blocked_group10_s"] = 0.5
+    cheap["choice"]["eval_async"] = True
+    dear = a_check()
+    dear["periodic"]["eval_async_blocked_group10_s"] = 5.0
+    assert project(cheap, HEADLINE)["seconds"] < project(sync, HEADLINE)["seconds"] == project(dear, HEADLINE)["seconds"]
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps(cheap))
+    out = reproduce("--spec", HEADLINE, "--out", str(tmp_path / "run"), "--check", str(path), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "--set train.eval_async=true" in next(line for line in out.stdout.splitlines() if " sweep " in line)

@@ -49,7 +49,7 @@ MAX_IN_FLIGHT = 2
 def wanted(setting, device) -> bool:
     """Whether ``train.eval_async`` (auto, true or false; checked by ``config.resolve``) asks for
     a worker process: ``auto`` on CUDA only (on a CPU the worker takes the cores training uses).
-    A daemonic process (the ``pool`` sweep backend's workers) cannot start one: synchronous
+    A daemonic process (e.g. in a user's ``multiprocessing.Pool``) cannot start one: synchronous
     there, with a warning when ``true`` asked for it."""
     on = torch.device(device).type == "cuda" if setting == "auto" else bool(setting)
     if on and multiprocessing.current_process().daemon:

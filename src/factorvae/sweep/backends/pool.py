@@ -54,7 +54,10 @@ class _Worker:
 
     def __init__(self, ctx):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True)
+        # Not daemonic: a trial may start its own evaluation worker (train.eval_async), which a
+        # daemonic process cannot. Nothing outlives the driver: Backend.run stops every worker in
+        # its finally, and _watch_parent ends them if the driver is killed.
+        self.process = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=False)
         self.process.start()
         child.close()  # so the driver sees EOF when the worker dies
 

@@ -14,9 +14,9 @@ dlib's way, from its parts (dlib itself no longer installs):
   FactorVAE metrics, 1,000 at once in the strong task, 16 elsewhere
   (``generate_batch_factor_code``'s and ``obtain_representation``'s batch_size), and all over
   again for the sampled representation. Images per metric: the records' ``draws`` at the
-  preset (what ``ext_metrics_speed.py`` prints). Seconds per image: this model's encoder timed
-  here at those batch sizes (median of 5 passes), same threads; dlib's TF 1 encoder is not
-  assumed faster.
+  preset (what ``ext_metrics_speed.py`` prints). CPU seconds per image: this model's encoder
+  timed here at those batch sizes (median of 5 windows of ~8,192 images), same threads; dlib's
+  TF 1 encoder is not assumed faster.
 - compute: the same metrics run here on the already-encoded codes (no encoding in the time)
   with dlib's learner, scikit-learn's ``GradientBoostingClassifier()`` (``metrics.gbt.SklearnGBT``,
   unseeded as dlib leaves it), in place of our exact GBT. Everything else is our code, which is
@@ -59,16 +59,20 @@ class _NoSharing(dict):
         pass
 
 
-def seconds_per_image(model, channels: int, batch: int, repeats: int = 5) -> float:
+def seconds_per_image(model, channels: int, batch: int, repeats: int = 5, images: int = 8192) -> float:
+    """CPU seconds per image of ``model.representation`` on batches of ``batch``: the median of
+    ``repeats`` windows of ~``images`` images each (process time: less sensitive to the load)."""
     x = torch.rand(batch, channels, 64, 64)
+    passes = max(1, images // batch)
     times = []
     with torch.inference_mode():
         model.representation(x)
         for _ in range(repeats):
-            t = time.perf_counter()
-            model.representation(x)
-            times.append(time.perf_counter() - t)
-    return float(np.median(times)) / batch
+            t = time.process_time()
+            for _ in range(passes):
+                model.representation(x)
+            times.append((time.process_time() - t) / (passes * batch))
+    return float(np.median(times))
 
 
 def timed(fn):

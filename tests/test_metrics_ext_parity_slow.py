@@ -63,6 +63,9 @@ REPLAYED = {
     ("iii_absent", "fairness", "mean_fairness:sens1:max_pred"),
     ("ii_rotated", "fairness", "max_fairness:pred4:sens2"),
     ("iii_entangled", "fairness", "max_fairness:pred3:sens0"),  # a max over classes of 100-point TVs
+    # the same kind: dlib 0.153, ours 0.073 on the shared-stream seed 0 (the old per-metric seed gave
+    # 0.11-0.16); three draws of ours cannot bound a max over classes
+    ("iii_entangled", "fairness", "max_fairness:pred4:sens0"),
 }
 
 

@@ -18,7 +18,7 @@ dlib's way, from its parts (dlib itself no longer installs):
   timed here at those batch sizes (median of 5 windows of ~8,192 images), same threads; dlib's
   TF 1 encoder is not assumed faster.
 - compute: the same metrics run here on the already-encoded codes (no encoding in the time)
-  with dlib's learner, scikit-learn's ``GradientBoostingClassifier()`` (``metrics.gbt.SklearnGBT``,
+  with dlib's learner, scikit-learn's ``GradientBoostingClassifier()`` (``metrics.gbt.DlibGBT``,
   unseeded as dlib leaves it), in place of our exact GBT. Everything else is our code, which is
   at least as fast as dlib's (``ext_metrics_speed.py``), and our reduced task fits K times
   fewer importance GBTs than dlib's: both make dlib's figure an underestimate. For ``both``
@@ -40,18 +40,12 @@ import numpy as np
 import torch
 
 from factorvae.metrics import gbt, suite
-from factorvae.metrics.gbt import SklearnGBT
 from factorvae.metrics.registry import RECORDS
 from factorvae.metrics.sampled import posterior_codes
 from factorvae.runs import load_run, open_dataset
 
 #: images per representation_function call in dlib's metrics (16: generate_batch_factor_code)
 DLIB_BATCH = {"beta_vae": 64, "factor_vae": 64, "strong_downstream_task": 1000}
-
-
-class _Unseeded(SklearnGBT):
-    def __init__(self, n_estimators: int = 100, random_state=None, n_jobs: int = 1, **_):
-        super().__init__(n_estimators)
 
 
 class _NoSharing(dict):
@@ -126,7 +120,7 @@ def main(argv=None) -> int:
            "images": images, "seconds": res["mean"]["seconds"]}, "dlib_images": draws,
            "images_per_s": {b: 1 / s for b, s in per_image.items()}, "dlib_encode_s": encode}
     if not args.no_dlib_compute:
-        gbt.GradientBoostedTrees = _Unseeded  # gbt.fit_gbt's default learner
+        gbt.GradientBoostedTrees = gbt.DlibGBT  # gbt.fit_gbt's default learner
         base.fits = _NoSharing()  # dlib fits every metric's classifiers anew
         np.random.seed(args.seed)
         dres, dwall, dcpu = timed(lambda: suite.evaluate(codes["mean"], metrics=names, preset=args.preset,

@@ -21,7 +21,6 @@ import contextlib
 import numpy as np
 
 from factorvae.metrics import gbt
-from factorvae.metrics.gbt import SklearnGBT
 
 #: dlib's ``batch_size`` in ``generate_batch_factor_code`` for every metric here
 BATCH = 16
@@ -72,17 +71,10 @@ def replay(codes, seed: int = 0):
     return _Replay(codes, seed)
 
 
-class _Unseeded(SklearnGBT):
-    """dlib's ``GradientBoostingClassifier()``: ``random_state`` left None (NumPy's global stream)."""
-
-    def __init__(self, n_estimators: int = 100, random_state=None, n_jobs: int = 1, **_):
-        super().__init__(n_estimators)
-
-
 @contextlib.contextmanager
 def sklearn_learner(monkeypatch, seed: int = 0):
     """Metrics fit dlib's unseeded scikit-learn GBT, NumPy's global stream seeded with ``seed``."""
-    monkeypatch.setattr(gbt, "GradientBoostedTrees", _Unseeded)  # gbt.fit_gbt's default learner
+    monkeypatch.setattr(gbt, "GradientBoostedTrees", gbt.DlibGBT)  # gbt.fit_gbt's default learner
     state = np.random.get_state()
     np.random.seed(seed)
     try:

@@ -346,6 +346,15 @@ class SklearnGBT:
 
 
 
+
+class DlibGBT(SklearnGBT):
+    """dlib's ``GradientBoostingClassifier()``: ``random_state`` left None whatever is asked, so
+    scikit-learn draws its tie-breaks from NumPy's global stream (for timing and replaying dlib)."""
+
+    def __init__(self, n_estimators: int = 100, random_state=None, n_jobs: int = 1, **_):
+        super().__init__(n_estimators)
+
+
 def _digest(*arrays: np.ndarray) -> bytes:
     h = hashlib.blake2b(digest_size=16)
     for a in arrays:

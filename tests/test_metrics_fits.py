@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from factorvae.metrics import gbt, suite
+from factorvae.metrics import downstream, gbt, suite
 from factorvae.metrics.codes import Codes
 
 SIZES = (3, 4, 5)
@@ -55,3 +55,21 @@ def test_same_data_same_trees_other_data_other_fit():
     assert b is not a and np.array_equal(b.predict(x), a.predict(x)) and np.array_equal(b._thr, a._thr)
     assert gbt.fit_gbt(x, y[:, 1], codes.fits, n_estimators=5) is not a
     assert gbt.fit_gbt(x, y[:, 0], codes.fits, n_estimators=6) is not a
+
+
+def test_the_largest_boosted_tree_task_shares_dcis_fits(monkeypatch):
+    """Its largest training set is drawn first, so it is DCI's draw: no fit of its own there, and
+    its test accuracy is DCI's informativeness (the same classifier on the same test points)."""
+    fits = counting(monkeypatch)
+    params = {**PARAMS, "downstream_task_boost": {"num_train": [300, 20], "num_test": 100}}
+    res = suite.evaluate(small_codes(), metrics=["dci", "downstream_task_boost", "fairness"], preset="fast",
+                         overrides=params)
+    assert sorted(fits) == [20] * len(SIZES) + [300] * len(SIZES)
+    assert res["downstream_task_boost"]["300:mean_test_accuracy"] == res["dci"]["informativeness_test"]
+
+
+def test_the_presets_draw_the_largest_training_set_first():
+    for rec in (downstream.METRIC_BOOST, downstream.METRIC_LOGREG):
+        for preset in rec.presets.values():
+            assert preset["num_train"] == sorted(preset["num_train"], reverse=True)
+    assert downstream.METRIC_BOOST.presets["dlib"]["num_train"][0] == suite.preset_params("dlib")["dci"]["num_train"]

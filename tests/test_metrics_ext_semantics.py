@@ -3,6 +3,8 @@ their papers define (fairness' total variation, the UDR relative strength, the r
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,15 @@ def test_records_are_complete_and_off_by_default(record):
     for preset in ("dlib", "paper", "fast"):
         assert record.draws(record.presets[preset], 11520) > 0
     assert record.headline in record.keys
+
+
+def test_logistic_regression_notes_stay_silent_with_threads():
+    """LogisticRegressionCV's convergence notes on unscaled codes are silenced for every factor,
+    also when the factors are fitted on threads (catch_warnings inside each thread let them out)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, (400, 8))
+    x = np.c_[rng.standard_normal((400, 6)) * 1e3, y[:, :2] + rng.standard_normal((400, 2))]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        downstream.factor_accuracies("logreg", x, y, x, y, np.random.default_rng(0), n_jobs=2)
+    assert not caught, {type(w.message).__name__ for w in caught}

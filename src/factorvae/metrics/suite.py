@@ -11,8 +11,8 @@ Presets (docs/metrics.md explains each number):
 
 Each metric draws from a fresh generator seeded with ``seed``, as disentanglement_lib gives each
 metric a fresh ``RandomState(seed)``: adding or removing a metric never changes another
-metric's numbers, and metrics whose first draw is the same training set (DCI, fairness) fit
-their classifiers once (``Codes.fits``).
+metric's numbers, and metrics whose first draw is the same training set (DCI, fairness, the
+boosted-tree downstream task's largest size) fit their classifiers once (``Codes.fits``).
 """
 
 from __future__ import annotations

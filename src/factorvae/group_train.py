@@ -123,13 +123,13 @@ def _train_members(members: list[_Run], dataset, progress: bool, evaluator: Asyn
                 group.unstack()  # members hold the group's weights and optimiser states
                 live = [members[i] for i in group.ids]
                 scores = None
-                if evaluator is not None and eval_due(live[0].cfg, step):  # encoded now, scored in the worker
+                if evaluator is None:
+                    scores = _evaluate_members(live, dataset, step)
+                elif eval_due(live[0].cfg, step):  # encoded now, scored in the worker
                     evaluator.submit([r.model for r in live], dataset, t["eval_preset"],
                                      [r.cfg["train"]["seed"] for r in live], t.get("eval_metrics"), step,
                                      [str(r.run.path) for r in live],
                                      [lambda s, r=r, at=step: log_eval(s, r.run, r.loggers, at) for r in live])
-                elif evaluator is None:
-                    scores = _evaluate_members(live, dataset, step)
                 for j, r in enumerate(live):
                     if scores:
                         log_eval(scores[j], r.run, r.loggers, step)

@@ -345,8 +345,6 @@ class SklearnGBT:
         return self.model.predict(self._X)
 
 
-
-
 class DlibGBT(SklearnGBT):
     """dlib's ``GradientBoostingClassifier()``: ``random_state`` left None whatever is asked, so
     scikit-learn draws its tie-breaks from NumPy's global stream (for timing and replaying dlib)."""
@@ -364,10 +362,10 @@ def _digest(*arrays: np.ndarray) -> bytes:
     return h.digest()
 
 
-def fit_seed(X: np.ndarray, y: np.ndarray) -> int:
-    """The trees' tie-breaking seed: a hash of their training data, so the same data gives the
-    same trees in every metric (and one fit can serve them all)."""
-    return int.from_bytes(_digest(X, y)[:4], "little") & 0x7FFFFFFF
+def fit_seed(X: np.ndarray, y: np.ndarray, digest: bytes | None = None) -> int:
+    """The trees' tie-breaking seed: a hash of their training data (``digest``, when already
+    taken), so the same data gives the same trees in every metric (and one fit can serve them all)."""
+    return int.from_bytes((digest or _digest(X, y))[:4], "little") & 0x7FFFFFFF
 
 
 def fit_gbt(X: np.ndarray, y: np.ndarray, cache: dict | None = None, n_estimators: int = 100, n_jobs: int = 1,
@@ -377,13 +375,12 @@ def fit_gbt(X: np.ndarray, y: np.ndarray, cache: dict | None = None, n_estimator
     repeated; DCI, the boosted-tree downstream task and fairness train on the same draw of
     the same grid points (dlib's DCI and fairness do too: each starts from ``RandomState(seed)``)."""
     learner = learner or GradientBoostedTrees
-    key = None
+    digest = _digest(X, y)  # once: the cache key and the seed
+    key = (learner.__module__, learner.__qualname__, int(n_estimators), digest)
+    if cache is not None and key in cache:
+        return cache[key]
+    model = learner(n_estimators=n_estimators, random_state=fit_seed(X, y, digest), n_jobs=n_jobs).fit(X, y)
     if cache is not None:
-        key = (learner.__module__, learner.__qualname__, int(n_estimators), _digest(X, y))
-        if key in cache:
-            return cache[key]
-    model = learner(n_estimators=n_estimators, random_state=fit_seed(X, y), n_jobs=n_jobs).fit(X, y)
-    if key is not None:
         cache[key] = model
     return model
 

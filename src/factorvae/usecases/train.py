@@ -22,6 +22,7 @@ ESTIMATE_STEPS, ESTIMATE_MIN_REMAINING = 5, 50
 #: what a resumed run may change; every other option must repeat the saved config (threads and
 #: eval_async: machine keys, the results do not depend on them; picked on every start)
 RESUMABLE_KEYS = ("train.steps", "train.device", "train.loggers", "train.threads", "train.eval_async")
+_KEEPS = "a resumed run keeps its config (only --steps, --device, --threads, --logger and train.eval_async may change)"
 
 
 def usable_cores() -> int:
@@ -96,15 +97,11 @@ def resume_config(rd: RunDir, given: dict) -> dict:
         try:
             old = _saved_value(saved, key)
         except KeyError:
-            raise UserError(f"--resume: {key} is not in the saved config of {rd.path}; "
-                            "a resumed run keeps its config (only --steps, --device, --threads, --logger and "
-                            "train.eval_async may change)") from None
+            raise UserError(f"--resume: {key} is not in the saved config of {rd.path}; {_KEEPS}") from None
         if value != old:
             if key == "model.name":
                 raise UserError(f"{rd.path} holds a {old!r} run, not {value!r} (model.name); choose another --out")
-            raise UserError(f"--resume: {key}={value!r} differs from {old!r} in {rd.config_path}; "
-                            "a resumed run keeps its config (only --steps, --device, --threads, --logger and "
-                            "train.eval_async may change)")
+            raise UserError(f"--resume: {key}={value!r} differs from {old!r} in {rd.config_path}; {_KEEPS}")
     for key in RESUMABLE_KEYS:
         if key in given:
             section, name = key.split(".")

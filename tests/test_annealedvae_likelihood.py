@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.stats import norm
+from test_methods_extra import train_and_resume
 
 from factorvae.config import resolve
 from factorvae.data import load_dataset
@@ -68,14 +69,7 @@ def test_annealed_resume_is_exact_and_logs_the_capacity(tmp_path, cli):
             "--set", "model.arch.channels=[4,4,4,4]", "--set", "model.arch.fc=8", "--set", "model.c_max=6",
             "--set", "model.iteration_threshold=3", "--set", "train.threads=1", "--set", "train.ckpt_every=2",
             "--set", "train.log_every=1", "--set", "train.image_every=1000", "--set", "train.batch_size=8"]
-    assert cli(*base, "--steps", "4", "--out", tmp_path / "full")[0] == 0
-    assert cli(*base, "--steps", "2", "--out", tmp_path / "part")[0] == 0
-    # bit-exact needs the thread count of the full run; a resume picks its own from the load
-    # average (2 on an idle machine), so it is given
-    code, _, err = cli("train", "--out", tmp_path / "part", "--resume", "--steps", "4", "--no-progress", "--threads", "1")
-    assert code == 0, err
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=True)
+    a, b = train_and_resume(cli, base, tmp_path)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     for run in ("full", "part"):

@@ -18,15 +18,22 @@ from factorvae.export import load_exported
 from factorvae.runs import load_run
 
 
+def train_toy_run(out: Path) -> Path:
+    """A 4-step FactorVAE on the toy discs (3,072 grid points, small discriminator) in ``out``."""
+    from factorvae.cli import main
+
+    assert main(["train", "--config", str(Path(__file__).parents[1] / "configs" / "toy.yaml"), "--steps", "4",
+                 "--out", str(out), "--no-progress", "--set", "model.disc.hidden=32", "--set", "model.disc.layers=2",
+                 "--set", "train.log_every=2", "--set", "train.image_every=1000", "--set", "train.device=cpu"]) == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     """A 4-step FactorVAE on the toy discs (3,072 grid points), scored by `eval` (MIG only)."""
     from factorvae.cli import main
 
-    out = tmp_path_factory.mktemp("runs") / "toy"
-    assert main(["train", "--config", str(Path(__file__).parents[1] / "configs" / "toy.yaml"), "--steps", "4",
-                 "--out", str(out), "--no-progress", "--set", "model.disc.hidden=32", "--set", "model.disc.layers=2",
-                 "--set", "train.log_every=2", "--set", "train.image_every=1000", "--set", "train.device=cpu"]) == 0
+    out = train_toy_run(tmp_path_factory.mktemp("runs") / "toy")
     assert main(["eval", str(out), "--metrics", "mig", "--preset", "fast", "--set", "mig.num_train=500",
                  "--no-progress"]) == 0
     return out

@@ -36,6 +36,18 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
+def train_and_resume(cli, base: list, tmp_path) -> tuple[dict, dict]:
+    """``factorvae train`` with ``base`` (1 thread) for 4 steps in one go ("full") and for 2 then
+    resumed to 4 ("part"): their last checkpoints, for a bit-exact comparison."""
+    assert cli(*base, "--steps", "4", "--out", tmp_path / "full")[0] == 0
+    assert cli(*base, "--steps", "2", "--out", tmp_path / "part")[0] == 0
+    # bit-exact needs the thread count of the full run; a resume picks its own from the load
+    # average (2 on an idle machine), so it is given
+    code, _, err = cli("train", "--out", tmp_path / "part", "--resume", "--steps", "4", "--no-progress", "--threads", "1")
+    assert code == 0, err
+    return tuple(torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=True) for run in ("full", "part"))
+
+
 def make(name, optim=None, **model):
     model.setdefault("arch", TINY)
     if name == "aae":
@@ -551,14 +563,7 @@ def test_cli_trains_resumes_traverses_and_evaluates(name, tmp_path, cli):
     base = ["train", "--model", name, "--dataset", "toy", "--seed", "2", "--no-progress", *cli_args(name),
             "--set", "train.threads=1", "--set", "train.ckpt_every=2", "--set", "train.log_every=2",
             "--set", "train.image_every=1000", "--set", "train.batch_size=8"]
-    assert cli(*base, "--steps", "4", "--out", tmp_path / "full")[0] == 0
-    assert cli(*base, "--steps", "2", "--out", tmp_path / "part")[0] == 0
-    # bit-exact needs the thread count of the full run; a resume picks its own from the load
-    # average (2 on an idle machine), so it is given
-    code, _, err = cli("train", "--out", tmp_path / "part", "--resume", "--steps", "4", "--no-progress", "--threads", "1")
-    assert code == 0, err
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=True)
+    a, b = train_and_resume(cli, base, tmp_path)
     from factorvae.methods import get_method
 
     assert a["step"] == b["step"] == 4 and set(a["optim"]) == set(get_method(name).optim_sections)

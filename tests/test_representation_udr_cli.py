@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_encode_export import train_toy_run
 
 PARITY = Path(__file__).parent / "fixtures" / "parity"
 
@@ -16,13 +17,7 @@ PARITY = Path(__file__).parent / "fixtures" / "parity"
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     """A 4-step FactorVAE on the toy discs (3,072 grid points)."""
-    from factorvae.cli import main
-
-    out = tmp_path_factory.mktemp("runs") / "toy"
-    assert main(["train", "--config", str(Path(__file__).parents[1] / "configs" / "toy.yaml"), "--steps", "4",
-                 "--out", str(out), "--no-progress", "--set", "model.disc.hidden=32", "--set", "model.disc.layers=2",
-                 "--set", "train.log_every=2", "--set", "train.image_every=1000", "--set", "train.device=cpu"]) == 0
-    return out
+    return train_toy_run(tmp_path_factory.mktemp("runs") / "toy")
 
 
 def test_encode_both_holds_means_and_draws(cli, toy_run, tmp_path):
